@@ -1,0 +1,81 @@
+"""Loading and saving ONNX models safely: clear errors on bad files, atomic writes, never touching the input."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from graphopt.errors import GraphoptError
+
+# Protobuf cannot serialise a message over 2 GiB; keep a margin for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+
+def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """Load and validate a model (external data included); a ModelProto is copied so the caller's stays untouched."""
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise GraphoptError(f"model not found: {path}")
+        if not path.is_file():
+            raise GraphoptError(f"model path is not a file: {path}")
+        try:
+            model = onnx.load(str(path), load_external_data=True)
+        except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+            raise GraphoptError(f"{path} is not a readable ONNX model ({_first_line(exc)})") from None
+        except Exception as exc:  # protobuf raises assorted types on truncated files
+            raise GraphoptError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise GraphoptError("the ONNX model has an empty graph (is it an ONNX file?)")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise GraphoptError(f"the ONNX model is invalid: {_first_line(exc)}") from None
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Write atomically (temporary file then rename); weights go to `<name>.data` beside it when over 2 GB."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise GraphoptError(f"cannot write {path}: folder {parent} does not exist")
+    if path.is_dir():
+        raise GraphoptError(f"cannot write {path}: it is a folder")
+    external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD if _fits_protobuf(model) else True
+    try:
+        with tempfile.TemporaryDirectory(dir=parent, prefix=f".{path.name}.") as tmp:
+            tmp_model = Path(tmp) / path.name
+            if external:
+                data_name = f"{path.name}.data"
+                onnx.save_model(model, str(tmp_model), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+                os.replace(Path(tmp) / data_name, parent / data_name)
+            else:
+                onnx.save_model(model, str(tmp_model))
+            os.replace(tmp_model, path)
+    except PermissionError:
+        raise GraphoptError(f"cannot write {path}: permission denied") from None
+    except OSError as exc:
+        raise GraphoptError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _fits_protobuf(model: onnx.ModelProto) -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except ValueError:
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

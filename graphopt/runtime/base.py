@@ -1,0 +1,101 @@
+"""The latency-backend interface: every runtime times models the same way and reports the same statistics."""
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-call latency of one model, in milliseconds, over `runs` timed calls after warm-up."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    batch: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float], batch: int) -> "LatencyStats":
+        arr = np.asarray(samples_ms, dtype=np.float64)
+        p10, med, p90 = np.percentile(arr, [10, 50, 90])
+        return cls(float(med), float(p10), float(p90), len(arr), batch)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two models timed in interleaved runs; `ratio` is other/base of the medians."""
+
+    base: LatencyStats
+    other: LatencyStats
+
+    @property
+    def ratio(self) -> float:
+        return self.other.median_ms / self.base.median_ms
+
+    def to_dict(self) -> dict:
+        return {"base": self.base.to_dict(), "other": self.other.to_dict(), "ratio": self.ratio}
+
+
+class Runner(abc.ABC):
+    """A model loaded on a runtime with its inputs bound; `run_ms` executes once and returns the time taken."""
+
+    @abc.abstractmethod
+    def run_ms(self) -> float: ...
+
+    def close(self) -> None:
+        """Release runtime resources (engines, sessions)."""
+
+
+@dataclass
+class TimingSettings:
+    batch: int = 1
+    warmup: int = 10
+    repeats: int = 30
+    input_shapes: dict[str, tuple[int, ...]] | None = None
+
+
+class LatencyBackend(abc.ABC):
+    """Times ONNX models on one runtime. Subclasses only know how to load a model and run it once."""
+
+    name: str = "?"
+
+    def __init__(self, settings: TimingSettings | None = None):
+        self.settings = settings or TimingSettings()
+
+    @abc.abstractmethod
+    def load(self, model: onnx.ModelProto) -> Runner:
+        """Prepare `model` for timing at the configured batch size."""
+
+    def describe(self) -> dict:
+        """Runtime, device and settings, for reports."""
+        return {"runtime": self.name, **{k: v for k, v in vars(self.settings).items() if k != "input_shapes"}}
+
+    def measure(self, model: onnx.ModelProto) -> LatencyStats:
+        return self.measure_many([model])[0]
+
+    def compare(self, base: onnx.ModelProto, other: onnx.ModelProto) -> Comparison:
+        first, second = self.measure_many([base, other])
+        return Comparison(first, second)
+
+    def measure_many(self, models: list[onnx.ModelProto]) -> list[LatencyStats]:
+        """Time several models with their runs interleaved, so machine noise hits all of them alike."""
+        runners = [self.load(m) for m in models]
+        try:
+            for _ in range(self.settings.warmup):
+                for runner in runners:
+                    runner.run_ms()
+            samples: list[list[float]] = [[] for _ in runners]
+            for _ in range(self.settings.repeats):
+                for runner, bucket in zip(runners, samples):
+                    bucket.append(runner.run_ms())
+        finally:
+            for runner in runners:
+                runner.close()
+        return [LatencyStats.from_samples(s, self.settings.batch) for s in samples]
