@@ -1,1 +1,6 @@
 """Graph-surgery passes: each takes a graph and returns it with a flag saying whether it changed."""
+
+from graphopt.passes.base import GraphPass, PassResult, apply_passes
+from graphopt.passes.drop_blocks import DropBlocks, drop_blocks, select_blocks
+
+__all__ = ["GraphPass", "PassResult", "apply_passes", "DropBlocks", "drop_blocks", "select_blocks"]

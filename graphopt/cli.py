@@ -1,0 +1,142 @@
+"""The `graphopt` command: subcommands share the model loader, latency options and reporting."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from graphopt import __version__
+from graphopt.errors import GraphoptError
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="ONNX model file")
+
+
+def _add_latency_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("latency measurement")
+    group.add_argument("--runtime", default="onnxruntime",
+                       help="onnxruntime (CPU, default), onnxruntime-cuda, onnxruntime-tensorrt or tensorrt")
+    group.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="TensorRT precision")
+    group.add_argument("--batch", type=int, default=1, help="deployment batch size (fills a dynamic batch)")
+    group.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    group.add_argument("--warmup", type=int, default=10, help="untimed runs before timing")
+    group.add_argument("--repeats", type=int, default=30, help="timed runs per model")
+    group.add_argument("--input-shape", action="append", metavar="NAME:D0xD1x...",
+                       help="shape of an input with dynamic dimensions other than the batch (repeatable)")
+
+
+def backend_from_args(args: argparse.Namespace, calibration=None):
+    from graphopt.runtime import TimingSettings, get_backend
+    from graphopt.runtime.inputs import parse_input_shapes
+    for name in ("batch", "repeats"):
+        if getattr(args, name) < 1:
+            raise GraphoptError(f"--{name} must be at least 1")
+    if args.warmup < 0:
+        raise GraphoptError("--warmup must not be negative")
+    settings = TimingSettings(batch=args.batch, warmup=args.warmup, repeats=args.repeats,
+                              input_shapes=parse_input_shapes(args.input_shape))
+    return get_backend(args.runtime, settings, threads=args.threads, precision=args.precision,
+                       calibration=calibration)
+
+
+def cmd_blocks(args: argparse.Namespace) -> int:
+    from graphopt.blocks import find_blocks
+    from graphopt.model_io import load_model
+    from graphopt.report import emit_json, table
+    blocks = find_blocks(load_model(args.model))
+    if args.json:
+        emit_json({"model": str(args.model), "blocks": [b.to_dict() for b in blocks]})
+        if not blocks:
+            print("no residual blocks found in this model", file=sys.stderr)
+        return 0
+    if not blocks:
+        print("No residual blocks found in this model: there is nothing graphopt can drop.")
+        return 0
+    rows = [[b.id, b.droppable, b.shortcut, len(b.nodes), b.params, round(100 * b.macs_share, 2),
+             "x".join(map(str, b.shape or [])) or "?"] for b in blocks]
+    print(table(["block", "droppable", "shortcut", "nodes", "params", "MACs %", "shape"], rows))
+    print(f"\n{len(blocks)} residual blocks, {sum(b.droppable for b in blocks)} droppable")
+    return 0
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from graphopt.model_io import load_model, save_model
+    from graphopt.passes import drop_blocks
+    ids = [i.strip() for i in args.blocks.split(",") if i.strip()]
+    _check_writable(args.output, args.model)
+    model = drop_blocks(load_model(args.model), ids)
+    save_model(model, args.output)
+    print(f"dropped {len(ids)} block(s): {', '.join(ids)} -> {args.output}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from graphopt.model_io import load_model
+    from graphopt.report import emit_json, table
+    models = [load_model(args.model)] + ([load_model(args.model2)] if args.model2 else [])
+    backend = backend_from_args(args)
+    stats = backend.measure_many(models)
+    names = [str(args.model)] + ([str(args.model2)] if args.model2 else [])
+    payload = {"runtime": backend.describe(), "models": [{"model": n, **s.to_dict()} for n, s in zip(names, stats)]}
+    if len(stats) == 2:
+        payload["ratio"] = stats[1].median_ms / stats[0].median_ms
+    if args.json:
+        emit_json(payload)
+        return 0
+    rows = [[n, s.median_ms, s.p10_ms, s.p90_ms, s.runs] for n, s in zip(names, stats)]
+    print(table(["model", "median ms", "p10 ms", "p90 ms", "runs"], rows))
+    print(f"runtime {backend.name}, batch {args.batch}")
+    if "ratio" in payload:
+        print(f"ratio (second / first, interleaved runs): {payload['ratio']:.3f}")
+    return 0
+
+
+def _check_writable(output: Path, model: Path) -> None:
+    """Refuse early so a long job never ends on an unwritable path, and never overwrite the input."""
+    if output.resolve() == Path(model).resolve():
+        raise GraphoptError("the output path is the input model; graphopt never overwrites its input")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise GraphoptError(f"cannot write {output}: folder {parent} does not exist")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphopt", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("blocks", help="list the residual blocks of a model")
+    _add_model(p)
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    p.set_defaults(func=cmd_blocks)
+
+    p = sub.add_parser("drop", help="write the model without the given blocks")
+    _add_model(p)
+    p.add_argument("--blocks", required=True, help="comma-separated block ids (see `graphopt blocks`)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output ONNX file")
+    p.set_defaults(func=cmd_drop)
+
+    p = sub.add_parser("bench", help="measure latency; with two models, their ratio measured side by side")
+    _add_model(p)
+    p.add_argument("model2", type=Path, nargs="?", help="second model, timed interleaved with the first")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    _add_latency_options(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GraphoptError as exc:
+        print(f"graphopt: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("graphopt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
