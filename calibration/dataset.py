@@ -1,0 +1,120 @@
+"""The calibration set: samples in memory, eval and augmented tensors, held-out split, feeds, cache fingerprint."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+import torch
+
+from graphopt.calibration.images import load_arrays, load_images, scan
+from graphopt.calibration.preprocess import Preprocess, input_dims
+from graphopt.errors import GraphoptError
+from graphopt.model_io import load_model
+from graphopt.runtime.inputs import input_dtype, runtime_inputs
+
+DEFAULT_FEED_BATCH = 16
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class CalibrationSet:
+    """Samples for one model input. For images, `data` holds uint8 (N, C, h, w) at `preprocess.stored_size`;
+    for .npy folders (`preprocess` None) it holds the samples themselves in the input's dtype."""
+
+    data: torch.Tensor
+    files: tuple[str, ...]
+    digests: tuple[str, ...]
+    preprocess: Preprocess | None
+    input_name: str
+    input_dtype: np.dtype
+    fixed_batch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        kind = "images" if self.preprocess else ".npy samples"
+        return f"CalibrationSet({len(self)} {kind} for '{self.input_name}', {tuple(self.tensors(1).shape[1:])})"
+
+    def tensors(self, limit: int | None = None) -> torch.Tensor:
+        """Deterministic model inputs (the first `limit` samples): float32 (N, C, H, W) for images."""
+        data = self.data[:limit]
+        return self.preprocess.evaluate(data) if self.preprocess else data
+
+    def augmented(self, generator: torch.Generator) -> torch.Tensor:
+        """A fresh augmented batch of every sample (random resized crop, flip), reproducible from the generator.
+        Tensors other than images are not augmented: they come back as they are."""
+        return self.preprocess.augment(self.data, generator) if self.preprocess else self.data
+
+    def split(self, holdout_fraction: float, seed: int = 0) -> tuple[CalibrationSet, CalibrationSet]:
+        """(train, held-out) by file, at least one sample in each; the same seed gives the same split."""
+        if not 0 < holdout_fraction < 1:
+            raise GraphoptError(f"held-out fraction must be between 0 and 1, got {holdout_fraction}")
+        if len(self) < 2:
+            raise GraphoptError(f"need at least 2 calibration samples to hold some out, have {len(self)}")
+        held = min(len(self) - 1, max(1, round(len(self) * holdout_fraction)))
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self._subset(order[held:]), self._subset(order[:held])
+
+    def fingerprint(self) -> str:
+        """A stable hash of the files' paths and contents, the preprocessing and the input it feeds: a cache key."""
+        record = {"files": list(zip(self.files, self.digests)), "input": self.input_name,
+                  "dtype": str(self.input_dtype), "preprocess": asdict(self.preprocess) if self.preprocess else None}
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+    def feeds(self, batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """{input name: array} batches in the input's dtype, for onnxruntime or TensorRT INT8 calibration.
+
+        A model with a fixed batch dimension gets only full batches of that size; otherwise the last may be short.
+        """
+        if self.fixed_batch is not None:
+            if batch_size not in (None, self.fixed_batch):
+                raise GraphoptError(f"input '{self.input_name}' has a fixed batch of {self.fixed_batch}; "
+                                    f"cannot feed batches of {batch_size}")
+            if len(self) < self.fixed_batch:
+                raise GraphoptError(f"input '{self.input_name}' has a fixed batch of {self.fixed_batch}; "
+                                    f"the calibration set has only {len(self)} samples")
+            batch_size, stop = self.fixed_batch, len(self) - len(self) % self.fixed_batch
+        else:
+            batch_size, stop = batch_size or DEFAULT_FEED_BATCH, len(self)
+        if batch_size < 1:
+            raise GraphoptError(f"batch size must be positive, got {batch_size}")
+        inputs = self.tensors().numpy().astype(self.input_dtype, copy=False)
+        for start in range(0, stop, batch_size):
+            yield {self.input_name: inputs[start:start + batch_size]}
+
+    def _subset(self, indices: torch.Tensor) -> CalibrationSet:
+        keep = indices.sort().values.tolist()
+        return CalibrationSet(self.data[keep], tuple(self.files[i] for i in keep), tuple(self.digests[i] for i in keep),
+                              self.preprocess, self.input_name, self.input_dtype, self.fixed_batch)
+
+
+def load_calibration(folder: str | os.PathLike, model: str | os.PathLike | onnx.ModelProto,
+                     preprocess: Preprocess | None = None, **preset_kwargs) -> CalibrationSet:
+    """Load a folder of images (or .npy tensors) for the model's input.
+
+    Image preprocessing is `preprocess` or else `Preprocess.for_model(model, **preset_kwargs)`
+    (size, norm, mean, std, bgr, resize).
+    """
+    if preprocess is not None and preset_kwargs:
+        raise GraphoptError(f"give a Preprocess or preset settings, not both ({', '.join(preset_kwargs)})")
+    if not isinstance(model, onnx.ModelProto):
+        model = load_model(model)
+    inputs = runtime_inputs(model)
+    if len(inputs) != 1:
+        raise GraphoptError(f"the model has {len(inputs)} inputs; calibration data feeds single-input models only")
+    value = inputs[0]
+    dims = input_dims(value)
+    fixed_batch = dims[0] if dims else None
+    dtype = input_dtype(value)
+    found = scan(folder)
+    if found.arrays:
+        samples, preprocess = load_arrays(found, tuple(dims[1:]), dtype, value.name), None
+    else:
+        preprocess = preprocess or Preprocess.for_model(model, **preset_kwargs)
+        samples = load_images(found, preprocess)
+    return CalibrationSet(samples.data, samples.files, samples.digests, preprocess, value.name, dtype, fixed_batch)
