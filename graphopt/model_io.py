@@ -18,8 +18,7 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     """Load and validate a model (external data included); a ModelProto is copied so the caller's stays untouched."""
     if isinstance(source, onnx.ModelProto):
-        model = onnx.ModelProto()
-        model.CopyFrom(source)
+        model = _copy(source)
     else:
         path = Path(source)
         if not path.exists():
@@ -55,6 +54,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
             tmp_model = Path(tmp) / path.name
             if external:
                 data_name = f"{path.name}.data"
+                model = _copy(model)  # onnx rewrites tensors to point at the data file in place
                 onnx.save_model(model, str(tmp_model), save_as_external_data=True,
                                 all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
                 os.replace(Path(tmp) / data_name, parent / data_name)
@@ -66,6 +66,12 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise GraphoptError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 def _fits_protobuf(model: onnx.ModelProto) -> bool:

@@ -18,7 +18,8 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
-def emit_json(payload: dict, stream: TextIO = sys.stdout) -> None:
+def emit_json(payload: dict, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
     json.dump(payload, stream, indent=2, default=_json_default)
     stream.write("\n")
 
