@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Callable
@@ -45,6 +46,17 @@ def predict(model: str | os.PathLike | onnx.ModelProto, inputs: np.ndarray, batc
         out = session.run(None, {feed.name: np.ascontiguousarray(chunk, dtype=np.float32)})[0]
         outputs.append(out[:len(out) - pad])
     return np.concatenate(outputs)
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, for result files."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def run_cli(main: Callable[[list[str] | None], int]) -> None:

@@ -31,8 +31,8 @@ MEAN, STD, RESIZE, CROP = 127.0, 128.0, 256, 224
 SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
                   "coffee.png", "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png",
                   "moon.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")  # photos only, no drawings
-INPUT_SPEC = {"name": "input", "layout": "NCHW", "shape": [None, 3, CROP, CROP], "color": "rgb",
-              "resize": RESIZE, "crop": CROP, "mean": [MEAN] * 3, "std": [STD] * 3}
+INPUT_SPEC = {"name": "input", "layout": "NCHW", "shape": [None, 3, CROP, CROP], "color": "rgb", "resize": "crop",
+              "resize_short_side": RESIZE, "crop": CROP, "preset": "tf", "mean": [MEAN] * 3, "std": [STD] * 3}
 
 
 # --------------------------------------------------------------------------- photos
@@ -192,17 +192,17 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return gs.export_onnx(graph)
 
 
-@lru_cache(maxsize=1)
-def reference_logits() -> np.ndarray:
+@lru_cache(maxsize=2)
+def reference_logits(crops_per_photo: int = 15) -> np.ndarray:
     """The original Lite0's logits on the evaluation views (what agreement is measured against)."""
-    return predict(lite0_path(), eval_views(), batch=16)
+    return predict(lite0_path(), eval_views(crops_per_photo), batch=16)
 
 
-def agreement(model, threads: int | None = None) -> dict:
+def agreement(model, crops_per_photo: int = 15, threads: int | None = None) -> dict:
     """Top-1 agreement (same argmax as the original) and top-5 agreement (the original's top-1 is among the
     model's top 5) of any ONNX model (path or ModelProto) on the evaluation views."""
-    reference = reference_logits().argmax(1)
-    logits = predict(model, eval_views(), batch=16, threads=threads)
+    reference = reference_logits(crops_per_photo).argmax(1)
+    logits = predict(model, eval_views(crops_per_photo), batch=16, threads=threads)
     if logits.shape != (len(reference), 1000):
         raise GraphoptError(f"model output has shape {logits.shape}, expected ({len(reference)}, 1000) logits")
     top5 = np.argsort(-logits, axis=1)[:, :5]

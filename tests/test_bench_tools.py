@@ -1,0 +1,153 @@
+"""Benchmark loaders and evaluators on a few real images; skipped with the reason when the data is not installed."""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from graphopt.errors import GraphoptError
+from graphopt.model_io import load_model
+from tools import fmnist
+from tools.bench_common import BenchDataMissing, predict
+
+HAS_FMNIST = all((fmnist.DATA_DIR / name).is_file() for pair in fmnist.FILES.values() for name in pair)
+needs_fmnist = pytest.mark.skipif(not HAS_FMNIST, reason="Debian package dataset-fashion-mnist is not installed "
+                                                         "(bash tools/install_bench_data.sh)")
+
+
+def _photos_available() -> bool:
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+        return False
+    from tools import effnet_lite
+    try:
+        effnet_lite.photo_sources()
+    except BenchDataMissing:
+        return False
+    return True
+
+
+needs_photos = pytest.mark.skipif(not _photos_available(), reason="bench extra or Debian photo packages missing "
+                                                                   "(bash tools/install_bench_data.sh)")
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory):
+    """An untrained ResNet-20 exported the way the real teacher is: the evaluator must not care about accuracy."""
+    torch.manual_seed(0)
+    model = fmnist.ResNetCifar([4, 8, 16], 1, stem_stride=2).eval()
+    path = tmp_path_factory.mktemp("teacher") / "tiny.onnx"
+    fmnist.export_onnx(model, path)
+    return model, path
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+@needs_fmnist
+def test_idx_splits_have_the_documented_sizes_and_balanced_test_labels():
+    train_x, train_y = fmnist.load_split("train")
+    test_x, test_y = fmnist.load_split("test")
+    assert train_x.shape == (60000, 28, 28) and train_x.dtype == np.uint8
+    assert test_x.shape == (10000, 28, 28) and test_y.shape == (10000,)
+    assert np.bincount(test_y).tolist() == [1000] * 10
+    assert set(np.unique(train_y)) == set(range(10))
+
+
+def test_missing_idx_file_names_the_debian_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(fmnist, "DATA_DIR", tmp_path)
+    with pytest.raises(BenchDataMissing, match="dataset-fashion-mnist"):
+        fmnist.load_split("test")
+
+
+def test_corrupt_idx_file_is_a_one_line_error(monkeypatch, tmp_path):
+    for name in fmnist.FILES["test"]:
+        with gzip.open(tmp_path / name, "wb") as fh:
+            fh.write(b"not an idx file")
+    monkeypatch.setattr(fmnist, "DATA_DIR", tmp_path)
+    with pytest.raises(GraphoptError, match="not an unsigned-byte IDX"):
+        fmnist.load_split("test")
+
+
+@needs_fmnist
+def test_calibration_folder_holds_the_sampled_training_images(tmp_path):
+    folder = fmnist.sample_calibration(10, seed=3, root=tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    images, labels = fmnist.load_split("train")
+    files = sorted(folder.glob("*.png"))
+    assert len(files) == 10 and len(set(manifest["indices"])) == 10
+    for path, index in zip(files, manifest["indices"]):
+        assert np.array_equal(np.asarray(Image.open(path)), images[index])
+    assert manifest["labels"] == labels[manifest["indices"]].tolist()
+    again = fmnist.sample_calibration(10, seed=3, root=tmp_path / "again")
+    other = fmnist.sample_calibration(10, seed=4, root=tmp_path)
+    assert json.loads((again / "manifest.json").read_text())["indices"] == manifest["indices"]
+    assert json.loads((other / "manifest.json").read_text())["indices"] != manifest["indices"]
+
+
+@needs_fmnist
+def test_onnx_evaluator_matches_pytorch_on_test_images(tiny_teacher):
+    model, path = tiny_teacher
+    images, labels = fmnist.load_split("test")
+    expected = fmnist._accuracy_torch(model, images[:300], labels[:300])
+    assert fmnist.evaluate(path, limit=300) == pytest.approx(expected)
+
+
+def test_predict_feeds_fixed_batch_models_in_padded_chunks(tiny_teacher):
+    _, path = tiny_teacher
+    inputs = np.random.default_rng(0).random((10, 1, 28, 28), dtype=np.float32)
+    fixed = load_model(path)
+    for value in (fixed.graph.input[0], fixed.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    np.testing.assert_allclose(predict(fixed, inputs), predict(path, inputs, batch=3), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite0
+
+@needs_photos
+def test_photos_split_by_photo_and_both_sides_cover_every_source():
+    from tools import effnet_lite
+    calib, evaluation = effnet_lite.split_photos()
+    assert not set(calib) & set(evaluation)
+    assert (calib, evaluation) == effnet_lite.split_photos()
+    for paths in effnet_lite.photo_sources().values():
+        if len(paths) > 1:
+            assert set(paths) & set(calib) and set(paths) & set(evaluation)
+
+
+@needs_photos
+def test_calibration_crops_come_only_from_calibration_photos(tmp_path):
+    from tools import effnet_lite
+    folder = effnet_lite.write_calibration(6, seed=0, root=tmp_path)
+    calib, evaluation = effnet_lite.split_photos()
+    files = sorted(folder.glob("*.jpg"))
+    assert len(files) == 6
+    stems = {p.name.split("_", 1)[1].rsplit(".", 1)[0] for p in files}
+    assert stems <= {p.stem for p in calib} and not stems & {p.stem for p in evaluation}
+    assert all(min(Image.open(p).size) >= 64 for p in files)
+
+
+@needs_photos
+def test_preprocessing_follows_the_protocol():
+    from tools import effnet_lite
+    image = Image.fromarray(np.full((300, 500, 3), 255, dtype=np.uint8))
+    out = effnet_lite.preprocess(image)
+    assert out.shape == (3, 224, 224) and out.dtype == np.float32
+    assert np.allclose(out, (255 - 127) / 128)
+
+
+@needs_photos
+def test_lite0_agrees_with_itself_and_less_without_blocks():
+    from graphopt.passes import drop_blocks
+    from tools import effnet_lite
+    path = effnet_lite.lite0_path()
+    check = json.loads(path.with_suffix(".json").read_text())["check"]
+    assert check["top1_same"] == 1.0 and check["max_abs_diff"] < 1e-3
+    views = len(effnet_lite.split_photos()[1])
+    assert effnet_lite.agreement(path, crops_per_photo=0) == {"top1": 1.0, "top5": 1.0, "views": views}
+    damaged = drop_blocks(load_model(path), ["_blocks.2", "_blocks.4", "_blocks.9", "_blocks.12"])
+    result = effnet_lite.agreement(damaged, crops_per_photo=0)
+    assert result["top1"] < 1.0 and result["top5"] >= result["top1"]

@@ -1,0 +1,233 @@
+"""Regenerate docs/results.md, docs/results.png and docs/results.json in one command, on this machine.
+
+    python -m tools.make_results                 # training-free baselines on Fashion-MNIST and EfficientNet-Lite0
+    python -m tools.make_results --accelerate    # plus graphopt.accelerate rows, once accelerate exists
+
+Needs the bench extra and the Debian data (bash tools/install_bench_data.sh). The first run trains the
+Fashion-MNIST teacher (cached afterwards).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from graphopt.blocks import find_blocks
+from graphopt.errors import GraphoptError
+from graphopt.model_io import load_model
+from tools.baselines import BENCHES, Bench, baseline_variants, get_bench, measure_rows
+from tools.bench_common import cpu_model, run_cli
+
+COMMAND = "python -m tools.make_results"
+REPO = Path(__file__).resolve().parent.parent
+MARKERS = {"original": "*", "original-repeat": "x", "random": "o", "last-per-stage": "s", "proxy": "^",
+           "accelerate": "D"}
+
+
+# --------------------------------------------------------------------------- accelerate rows (hook)
+
+def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int], seeds: list[int],
+                        targets: list[float], log: Callable[[str], None] = print) -> list[tuple[dict, onnx.ModelProto]]:
+    """Models from graphopt.accelerate, one per calibration size x seed x target, with their Row fields.
+
+    Assumed contract (adjust here when accelerate lands): `accelerate(model, folder, target_latency=ratio,
+    norm=preset, resize=policy)` returns an object with `.model` (an onnx.ModelProto). The dropped blocks are read
+    off the result's graph, so the row does not depend on the report's format.
+    """
+    try:
+        from graphopt import accelerate
+    except ImportError:
+        raise GraphoptError("--accelerate needs graphopt.accelerate, which this checkout does not have yet") from None
+    before = [b.id for b in find_blocks(original)]
+    variants = []
+    for size in sizes:
+        for seed in seeds:
+            folder = bench.calib_folder(size, seed)
+            for target in targets:
+                start = time.perf_counter()
+                result = accelerate(original, folder, target_latency=target,
+                                    norm=bench.preprocessing["preset"], resize=bench.preprocessing["resize"])
+                wall = time.perf_counter() - start
+                kept = {b.id for b in find_blocks(result.model)}
+                dropped = [i for i in before if i not in kept]
+                log(f"[{bench.name}] accelerate: {size} images, seed {seed}, target {target}: dropped "
+                    f"{','.join(dropped) or '-'} in {wall:.0f} s")
+                variants.append(({"method": "accelerate", "dropped": dropped, "k": len(dropped), "seed": seed,
+                                  "recovery": "feature mimicking", "calibration": f"{size} images",
+                                  "wall_s": round(wall, 1), "extra": {"target_latency": target}}, result.model))
+    return variants
+
+
+# --------------------------------------------------------------------------- environment
+
+def machine(threads: int | None) -> dict:
+    """CPU, threads, runtime and library versions: every result file names them."""
+    import onnxruntime
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
+            "runtime": f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
+            "python": platform.python_version(), "os": platform.platform(), "onnx": onnx.__version__,
+            "torch": torch.__version__, "numpy": np.__version__, "commit": commit,
+            "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+# --------------------------------------------------------------------------- writing results
+
+def _mean_std(values: list[float], digits: int = 4) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def _groups(rows: list[dict]) -> list[list[dict]]:
+    """Rows that differ only by seed (random draws, calibration seeds) are shown as one line with mean ± std."""
+    groups: OrderedDict[tuple, list[dict]] = OrderedDict()
+    for row in rows:
+        key = (row["method"], row["k"], row["recovery"], row["calibration"], json.dumps(row["extra"].get(
+            "target_latency")), None if row["seed"] is not None else ",".join(row["dropped"]))
+        groups.setdefault(key, []).append(row)
+    return list(groups.values())
+
+
+def bench_markdown(result: dict) -> list[str]:
+    """One bench's section: what the model is, how it was timed, and the table."""
+    record, rows, metric = result["model"], result["rows"], result["metric"]
+    has_top5 = "top5" in rows[0]["quality"]
+    lines = [f"## {result['title']}", ""]
+    if "test_top1" in record:
+        lines.append(f"Teacher: {record['recipe']['arch']} trained on all 60,000 training images "
+                     f"({record['recipe']['epochs']} epochs, seed {record['recipe']['seed']}): test top-1 "
+                     f"**{record['test_top1']:.4f}**; training took {record['train_seconds']:.0f} s wall "
+                     f"({record['train_cpu_seconds']:.0f} s CPU) on {record['train_threads']} threads "
+                     f"(`python -m tools.fmnist train`).")
+    else:
+        check = record["check"]
+        lines.append(f"Model: {record['params']:,} parameters, ImageNet weights; ONNX export (TorchScript, opset 17) "
+                     f"checked on {check['images']} photos: max |PyTorch - onnxruntime| {check['max_abs_diff']:.1e}, "
+                     f"same top-1 on {check['top1_same']:.0%}. Agreement is measured on "
+                     f"{rows[0]['quality']['views']} views of photos kept out of calibration.")
+    base = rows[0]["latency"]
+    timing = result["timing"]
+    lines += ["", f"Original latency: median {base['median_ms']:.3f} ms (p10 {base['p10_ms']:.3f}, p90 "
+                  f"{base['p90_ms']:.3f}) at batch {timing['batch']}, {timing['repeats']} interleaved runs per model "
+                  f"after {timing['warmup']} warm-up. Latency ratio = model median / original median from the same "
+                  f"run; p10–p90 are the model's percentiles over the same original median.", ""]
+    header = ["method", "k", "blocks dropped", "recovery", "calibration", metric]
+    header += ["top-5 agreement"] if has_top5 else []
+    header += ["latency ratio", "p10–p90", "accelerate s"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in _groups(rows):
+        first = group[0]
+        seeds = sorted({r["seed"] for r in group if r["seed"] is not None})
+        dropped = "; ".join(OrderedDict.fromkeys(",".join(r["dropped"]) for r in group)) or "—"
+        method = first["method"] + (f" (seeds {','.join(map(str, seeds))})" if seeds else "")
+        cells = [method, str(first["k"] or 0), dropped, first["recovery"], first["calibration"] or "—",
+                 _mean_std([r["quality"]["top1"] for r in group])]
+        cells += [_mean_std([r["quality"]["top5"] for r in group])] if has_top5 else []
+        cells += [_mean_std([r["latency_ratio"] for r in group], 3),
+                  f"{np.mean([r['ratio_p10'] for r in group]):.3f}–{np.mean([r['ratio_p90'] for r in group]):.3f}",
+                  _mean_std([r["wall_s"] for r in group], 0) if first["wall_s"] is not None else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    env = results["machine"]
+    lines = ["# graphopt benchmark results", "",
+             f"Regenerate with `{results['command']}` (after `bash tools/install_bench_data.sh`). "
+             f"Generated {env['generated']} at commit {env['commit'] or 'unknown'}.", "",
+             f"Machine: {env['cpu']}, {env['logical_cpus']} logical CPUs, {env['threads']} runtime threads; "
+             f"{env['runtime']}; Python {env['python']}, onnx {env['onnx']}, torch {env['torch']}, "
+             f"numpy {env['numpy']}; {env['os']}.", "",
+             "Every latency is measured side by side with the original in one interleaved run; rows with no "
+             "recovery are the training-free baselines (see `tools/baselines.py` for how each chooses blocks: "
+             "the data-free proxy ranks blocks by ||F(x)|| / ||x|| of the residual branch on Gaussian noise). "
+             "Plot: `results.png`; raw rows: `results.json`.", ""]
+    for result in results["benches"].values():
+        lines += bench_markdown(result)
+    path.write_text("\n".join(lines))
+
+
+def write_plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = list(results["benches"].values())
+    fig, axes = plt.subplots(1, len(benches), figsize=(6.5 * len(benches), 4.8), squeeze=False)
+    for ax, result in zip(axes[0], benches):
+        for method, marker in MARKERS.items():
+            rows = [r for r in result["rows"] if r["method"] == method]
+            if rows:
+                ax.scatter([r["latency_ratio"] for r in rows], [r["quality"]["top1"] for r in rows], marker=marker,
+                           s=70 if method == "original" else 36, label=method, alpha=0.8)
+        ax.set_xlabel("measured latency ratio to the original (lower is faster)")
+        ax.set_ylabel(result["metric"])
+        ax.set_title(result["title"], fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['runtime']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_bench(bench: Bench, args: argparse.Namespace) -> dict:
+    """All rows of one bench, timed in a single interleaved run so every ratio shares one original."""
+    original = load_model(bench.model_path())
+    variants = baseline_variants(original, args.k, args.seeds)
+    if args.accelerate:
+        variants += accelerate_variants(bench, original, args.calib_sizes or list(bench.calib_sizes),
+                                        args.calib_seeds, args.targets)
+    rows = measure_rows(bench, original, variants, args.threads)
+    return {"title": bench.title, "metric": bench.metric, "model": bench.model_record(),
+            "preprocessing": bench.preprocessing, "timing": {k: v for k, v in vars(bench.timing).items()
+                                                             if k != "input_shapes"},
+            "rows": [r.to_dict() for r in rows]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", nargs="+", choices=sorted(BENCHES), default=["fmnist", "lite0"])
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4], help="numbers of blocks to drop")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random baseline")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="onnxruntime threads for timing (1: steadiest on a shared 2-core machine)")
+    parser.add_argument("--accelerate", action="store_true", help="add graphopt.accelerate rows")
+    parser.add_argument("--calib-sizes", type=int, nargs="+", default=None,
+                        help="calibration set sizes for accelerate (default: 10 50 100 500 / 100 500)")
+    parser.add_argument("--calib-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.65],
+                        help="accelerate latency targets, as ratios to the original")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "docs")
+    args = parser.parse_args(argv)
+    if not args.out_dir.is_dir():
+        raise GraphoptError(f"output folder {args.out_dir} does not exist")
+    results = {"command": " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)]), "machine": machine(args.threads),
+               "benches": {name: run_bench(get_bench(name), args) for name in args.bench}}
+    (args.out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, args.out_dir / "results.md")
+    write_plot(results, args.out_dir / "results.png")
+    print(f"wrote {args.out_dir / 'results.md'}, results.png, results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
