@@ -151,3 +151,50 @@ def test_lite0_agrees_with_itself_and_less_without_blocks():
     damaged = drop_blocks(load_model(path), ["_blocks.2", "_blocks.4", "_blocks.9", "_blocks.12"])
     result = effnet_lite.agreement(damaged, crops_per_photo=0)
     assert result["top1"] < 1.0 and result["top5"] >= result["top1"]
+
+
+# --------------------------------------------------------------------------- baselines
+
+@pytest.fixture(scope="module")
+def two_per_stage(tmp_path_factory):
+    """ResNet with two blocks per stage whose layer1.1 branch is silenced (its last BatchNorm outputs zeros)."""
+    torch.manual_seed(1)
+    model = fmnist.ResNetCifar([4, 8, 16], 2, stem_stride=2)
+    with torch.no_grad():
+        model.layer1[1].bn2.weight.zero_()
+        model.layer1[1].bn2.bias.zero_()
+    path = tmp_path_factory.mktemp("r14") / "r14.onnx"
+    fmnist.export_onnx(model.eval(), path)
+    return load_model(path)
+
+
+def test_proxy_ranks_a_silent_branch_first_and_last_per_stage_takes_each_stage_end(two_per_stage):
+    from graphopt.blocks import find_blocks
+    from tools import baselines
+    blocks = find_blocks(two_per_stage)
+    ratios = baselines.residual_ratios(two_per_stage, blocks)
+    assert ratios["layer1.1"] < 1e-6 < min(v for k, v in ratios.items() if k != "layer1.1")
+    choices = baselines.baseline_choices(two_per_stage, blocks, ks=[1, 2], seeds=[0, 1])
+    by_method = {}
+    for choice in choices:
+        by_method.setdefault(choice["method"], []).append(choice)
+    assert [c["dropped"] for c in by_method["last-per-stage"]] == [["layer1.1", "layer2.1", "layer3.1"]]
+    assert by_method["proxy"][0]["dropped"] == ["layer1.1"]
+    assert [c["k"] for c in by_method["random"]] == [1, 1, 2, 2]
+    assert choices == baselines.baseline_choices(two_per_stage, blocks, ks=[1, 2], seeds=[0, 1])
+
+
+@needs_fmnist
+def test_rows_pair_each_model_with_its_quality_and_an_original_repeat(two_per_stage):
+    from graphopt.runtime import TimingSettings
+    from tools import baselines
+    bench = baselines.Bench("t", "tiny", model_path=None, model_record=dict,
+                            quality=lambda m: {"top1": fmnist.evaluate(m, limit=200)}, metric="top-1",
+                            timing=TimingSettings(batch=1, warmup=1, repeats=3), calib_folder=None, calib_sizes=(),
+                            preprocessing={})
+    variants = baselines.baseline_variants(two_per_stage, ks=[1], seeds=[0])
+    rows = baselines.measure_rows(bench, two_per_stage, variants, log=lambda _: None)
+    assert [r.method for r in rows] == ["original", "random", "last-per-stage", "proxy", "original-repeat"]
+    assert rows[0].latency_ratio == 1.0 and rows[-1].quality == rows[0].quality
+    silent = fmnist.evaluate(variants[-1][1], limit=200)  # proxy k=1 drops only the silent layer1.1
+    assert variants[-1][0]["dropped"] == ["layer1.1"] and rows[3].quality["top1"] == silent == rows[0].quality["top1"]

@@ -25,7 +25,6 @@ from typing import Callable
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from graphopt.blocks import Block, find_blocks
 from graphopt.errors import GraphoptError
@@ -33,6 +32,7 @@ from graphopt.model_io import load_model
 from graphopt.passes import drop_blocks
 from graphopt.runtime import LatencyStats, TimingSettings, get_backend
 from graphopt.runtime.inputs import random_inputs
+from graphopt.runtime.onnxrt import make_session
 from tools.bench_common import run_cli
 
 
@@ -124,9 +124,7 @@ def residual_ratios(model: onnx.ModelProto, blocks: list[Block], samples: int = 
     probe.CopyFrom(model)
     wanted = {name for b in droppable for name in (b.skip, b.output)} - {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in sorted(wanted))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = make_session(probe)
     names = [o.name for o in session.get_outputs()]
     ratios: dict[str, list[float]] = {b.id: [] for b in droppable}
     for i in range(samples):
@@ -139,23 +137,20 @@ def residual_ratios(model: onnx.ModelProto, blocks: list[Block], samples: int = 
 
 def baseline_choices(model: onnx.ModelProto, blocks: list[Block], ks: list[int], seeds: list[int]
                      ) -> list[dict]:
-    """(method, k, seed, dropped ids) for every training-free baseline row."""
+    """{method, k, seed, dropped ids} for every training-free baseline row."""
     droppable = [b.id for b in blocks if b.droppable]
     if not droppable:
         raise GraphoptError("the model has no droppable residual blocks")
     ks = [k for k in ks if 0 < k <= len(droppable)]
-    choices = [{"method": "random", "k": k, "seed": s, "dropped": sorted(random.Random(s).sample(droppable, k),
-                                                                         key=droppable.index)}
+    choices = [{"method": "random", "seed": s, "dropped": sorted(random.Random(s).sample(droppable, k),
+                                                                 key=droppable.index)}
                for k in ks for s in seeds]
-    choices.append({"method": "last-per-stage", "k": None, "seed": None,
-                    "dropped": [group[-1].id for group in stages(blocks)]})
+    choices.append({"method": "last-per-stage", "seed": None, "dropped": [group[-1].id for group in stages(blocks)]})
     ratios = residual_ratios(model, blocks)
     ranked = sorted(droppable, key=ratios.get)
-    choices += [{"method": "proxy", "k": k, "seed": None, "dropped": sorted(ranked[:k], key=droppable.index),
+    choices += [{"method": "proxy", "seed": None, "dropped": sorted(ranked[:k], key=droppable.index),
                  "extra": {"proxy": {i: round(ratios[i], 4) for i in ranked[:k]}}} for k in ks]
-    for choice in choices:
-        choice["k"] = len(choice["dropped"])
-    return choices
+    return [{**choice, "k": len(choice["dropped"])} for choice in choices]
 
 
 # --------------------------------------------------------------------------- measuring rows

@@ -47,8 +47,11 @@ def _package_dir(package: str, sub: str, pip_name: str) -> Path:
 
 def photo_sources() -> dict[str, list[Path]]:
     """Every photo the protocol names, by source; a missing source raises with the package that provides it."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise BenchDataMissing(f"Python package matplotlib is missing: pip install -e '.[bench]' "
+                               f"(or {INSTALL_HINT})") from None
     sources = {
         "mate-backgrounds": sorted(Path("/usr/share/backgrounds/mate/nature").glob("*.jpg")),
         "darknet": sorted(Path("/usr/share/darknet/data").glob("*.jpg")),
