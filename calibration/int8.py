@@ -1,0 +1,88 @@
+"""INT8 entropy calibration for TensorRT from graphopt's calibration set, so one small image folder serves both
+block selection and quantisation. Importable without TensorRT: the calibrator class is made on demand."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from graphopt.calibration.dataset import CalibrationSet
+from graphopt.errors import GraphoptError
+
+log = logging.getLogger(__name__)
+
+
+def calibration_batches(calibration: CalibrationSet, batch_size: int) -> list[np.ndarray]:
+    """Equal-sized, C-contiguous batches in the input's dtype that cover every sample.
+
+    TensorRT calibrates a dynamic-batch network at one fixed shape (the calibration profile), so a short last
+    batch is topped up with the first samples instead of being dropped: a tiny set cannot spare any. A model
+    with a fixed batch gets the set's own full batches of that size.
+    """
+    if batch_size < 1:
+        raise GraphoptError(f"calibration batch size must be positive, got {batch_size}")
+    size = calibration.fixed_batch or min(batch_size, len(calibration))
+    batches = [np.ascontiguousarray(feed[calibration.input_name]) for feed in calibration.feeds(size)]
+    short = size - len(batches[-1])
+    if short:
+        batches[-1] = np.ascontiguousarray(np.concatenate([batches[-1], batches[0][:short]]))
+    return batches
+
+
+def calibration_cache_file(folder: Path, model: onnx.ModelProto, calibration: CalibrationSet,
+                           tensorrt_version: str) -> Path:
+    """Where the scales of this model, calibrated on this set by this TensorRT, are kept.
+
+    TensorRT trusts whatever cache it is handed, and dropping a block changes the ranges of every tensor after
+    it, so the name carries the model's hash, the set's fingerprint and the TensorRT version.
+    """
+    model_hash = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
+    return Path(folder) / f"{model_hash}-{calibration.fingerprint()[:16]}-trt{tensorrt_version}.calib"
+
+
+def entropy_calibrator(calibration: CalibrationSet, batch_size: int, cache_path: Path | None = None):
+    """A `tensorrt.IInt8EntropyCalibrator2` over `calibration_batches(calibration, batch_size)`.
+
+    With `cache_path`, scales are read from that file when it exists (calibration is skipped) and written there
+    after calibrating. Device memory is one batch, reused.
+    """
+    import torch
+
+    from graphopt.runtime.tensorrt import import_tensorrt, write_atomic
+
+    trt = import_tensorrt()
+    batches = calibration_batches(calibration, batch_size)
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.input_name = calibration.input_name
+            self.batch_shape = batches[0].shape
+            self._pending = iter(batches)
+            self._device = torch.empty(batches[0].shape, dtype=torch.from_numpy(batches[0]).dtype, device="cuda")
+
+        def get_batch_size(self) -> int:
+            return self.batch_shape[0]
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            batch = next(self._pending, None)
+            if batch is None:
+                return None
+            self._device.copy_(torch.from_numpy(batch))
+            torch.cuda.current_stream().synchronize()  # TensorRT reads it on its own stream
+            return [self._device.data_ptr()]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache_path.read_bytes() if cache_path and cache_path.is_file() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            if cache_path:
+                try:
+                    write_atomic(cache_path, bytes(cache))
+                except GraphoptError as exc:  # never raise into TensorRT's build; the scales are only not kept
+                    log.warning("INT8 scales not cached: %s", exc)
+
+    return EntropyCalibrator()
