@@ -75,17 +75,17 @@ def test_corrupt_idx_file_is_a_one_line_error(monkeypatch, tmp_path):
 @needs_fmnist
 def test_calibration_folder_holds_the_sampled_training_images(tmp_path):
     folder = fmnist.sample_calibration(10, seed=3, root=tmp_path)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads(folder.with_suffix(".json").read_text())
     images, labels = fmnist.load_split("train")
-    files = sorted(folder.glob("*.png"))
+    files = sorted(folder.iterdir())
     assert len(files) == 10 and len(set(manifest["indices"])) == 10
     for path, index in zip(files, manifest["indices"]):
         assert np.array_equal(np.asarray(Image.open(path)), images[index])
     assert manifest["labels"] == labels[manifest["indices"]].tolist()
     again = fmnist.sample_calibration(10, seed=3, root=tmp_path / "again")
     other = fmnist.sample_calibration(10, seed=4, root=tmp_path)
-    assert json.loads((again / "manifest.json").read_text())["indices"] == manifest["indices"]
-    assert json.loads((other / "manifest.json").read_text())["indices"] != manifest["indices"]
+    assert json.loads(again.with_suffix(".json").read_text())["indices"] == manifest["indices"]
+    assert json.loads(other.with_suffix(".json").read_text())["indices"] != manifest["indices"]
 
 
 @needs_fmnist

@@ -217,12 +217,13 @@ def export_onnx(model: nn.Module, path: Path) -> None:
 def sample_calibration(n: int, seed: int, root: Path | None = None) -> Path:
     """Write `n` training images drawn with `seed` as PNGs (what a user hands graphopt); reuses a complete folder.
 
-    Labels are kept only in manifest.json for reference; graphopt never reads them.
+    Indices and labels go to `<folder>.json` beside the folder, for reference: the folder holds images only,
+    exactly what a user would hand graphopt, which never sees the labels.
     """
     if n <= 0:
         raise GraphoptError(f"calibration size must be positive, got {n}")
     folder = (root or cache_dir("fmnist-calib")) / f"n{n}-seed{seed}"
-    manifest = folder / "manifest.json"
+    manifest = folder.with_suffix(".json")
     if manifest.is_file() and len(list(folder.glob("*.png"))) == n:
         return folder
     images, labels = load_split("train")
