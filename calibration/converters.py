@@ -1,0 +1,90 @@
+"""What onnx2torch 1.5.15 lacks for today's exporters, registered in its converter registry on import.
+
+torch.onnx's dynamo exporter writes opset 18+: ReduceMean takes its axes as an input, Gelu is a
+single node, Reshape carries ``allowzero=1`` and Shape/Reshape moved to version 19 (new element types
+only). The TorchScript exporter shares identical weights through ``Identity`` nodes, which
+onnx2torch's Conv and Gemm converters cannot read. `prepare` rewrites a copy of the graph for the
+latter two; the converters cover the rest.
+"""
+from __future__ import annotations
+
+import onnx
+from onnx2torch.node_converters.registry import TConverter, add_converter, get_converter
+from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value, onnx_mapping_from_node
+from torch import nn
+
+_REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
+               "ReduceMin", "ReduceProd", "ReduceSumSquare")
+
+
+def _register(operation_type: str, version: int, converter: TConverter) -> None:
+    """Register unless a converter exists already (a re-import, or a newer onnx2torch that has its own)."""
+    try:
+        get_converter(operation_type, version)
+    except NotImplementedError:
+        add_converter(operation_type, version)(converter)
+
+
+def _reduce_axes_input(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Reduce* from opset 18: axes moved from an attribute to an optional (here: constant) input."""
+    keepdims = node.attributes.get("keepdims", 1)
+    axes = None
+    if len(node.input_values) > 1 and node.input_values[1]:
+        try:
+            axes = get_const_value(node.input_values[1], graph).tolist()
+        except KeyError:
+            raise NotImplementedError(f"{node.operation_type} with axes computed at run time") from None
+    if not axes and node.attributes.get("noop_with_empty_axes", 0):
+        module: nn.Module = nn.Identity()
+    else:
+        module = OnnxReduceStaticAxes(operation_type=node.operation_type, axes=axes or None, keepdims=keepdims)
+    return OperationConverterResult(module, OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values))
+
+
+def _gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Gelu (opset 20) maps one to one onto nn.GELU, tanh approximation included."""
+    del graph
+    module = nn.GELU(approximate=node.attributes.get("approximate", "none"))
+    return OperationConverterResult(module, onnx_mapping_from_node(node))
+
+
+def _same_as(operation_type: str, version: int) -> TConverter:
+    """Versions that only widened the accepted element types convert like the previous one."""
+    return get_converter(operation_type, version)
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` onnx2torch can convert: Identity-shared weights read directly, no-op allowzero dropped.
+
+    The Identity nodes stay (their outputs may be asked for); only their consumers are rewired.
+    ``allowzero=1`` only matters when the shape holds a 0, so it is cleared for constant shapes without one.
+    """
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(model)
+    graph = prepared.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    alias = {node.output[0]: node.input[0] for node in graph.node
+             if node.op_type == "Identity" and node.input[0] in initializers}
+    constants = dict(initializers)
+    constants.update((node.output[0], node.attribute[0].t) for node in graph.node
+                     if node.op_type == "Constant" and node.attribute[0].name == "value")
+    for node in graph.node:
+        if node.op_type != "Identity":
+            node.input[:] = [alias.get(name, name) for name in node.input]
+        if node.op_type == "Reshape" and node.input[1] in constants:
+            if onnx.numpy_helper.to_array(constants[node.input[1]]).all():
+                for attribute in [attribute for attribute in node.attribute if attribute.name == "allowzero"]:
+                    node.attribute.remove(attribute)
+    return prepared
+
+
+for _op in _REDUCE_OPS:
+    _register(_op, 18, _reduce_axes_input)
+for _op in ("ReduceMax", "ReduceMin"):  # opset 20 added bool inputs
+    _register(_op, 20, _reduce_axes_input)
+_register("Gelu", 20, _gelu)
+_register("Reshape", 19, _same_as("Reshape", 14))
+_register("Shape", 19, _same_as("Shape", 15))
