@@ -92,6 +92,55 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_accelerate(args: argparse.Namespace) -> int:
+    from graphopt.pipeline import AccelerateSettings, accelerate
+    from graphopt.report import emit_json, table
+    _check_writable(args.output, args.model)
+    if args.report:
+        _check_writable(args.report, args.model)
+    if args.engine:
+        _check_writable(args.engine, args.model)
+    preprocess = {k: v for k, v in {"size": _size(args.size), "norm": args.norm, "mean": args.mean, "std": args.std,
+                                    "bgr": args.bgr or None, "resize": args.resize}.items() if v is not None}
+    settings = AccelerateSettings(
+        target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop, runtime=args.runtime,
+        precision=args.precision, batch=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+        feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
+        score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
+        preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet, engine=args.engine)
+    report = result.report
+    if args.report:
+        from graphopt.report import write_json
+        write_json(report, args.report)
+    if not args.quiet:
+        latency = report["latency"]
+        rows = [["blocks dropped", ", ".join(report["dropped"])],
+                ["latency before (ms)", f"{latency['base']['median_ms']:.3f}"],
+                ["latency after (ms)", f"{latency['other']['median_ms']:.3f}"],
+                ["latency ratio (measured side by side)", f"{latency['ratio']:.3f}"],
+                ["feature error before recovery", f"{report['feature_error']['before_recovery']:.4f}"],
+                ["feature error after recovery", f"{report['feature_error']['after_recovery']:.4f}"],
+                ["top-1 agreement, held-out calibration images",
+                 "n/a" if report["agreement_top1"] is None else f"{100 * report['agreement_top1']:.1f}%"],
+                *[[f"time: {stage} (s)", f"{seconds:.1f}"] for stage, seconds in report["seconds"].items()],
+                ["output", str(args.output)]]
+        print(table(["", ""], rows))
+    return 0
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise GraphoptError(f"bad --size '{text}': expected N or HxW") from None
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise GraphoptError(f"bad --size '{text}': expected N or HxW")
+    return (parts[0], parts[-1])
+
+
 def _check_writable(output: Path, model: Path) -> None:
     """Refuse early so a long job never ends on an unwritable path, and never overwrite the input."""
     if output.resolve() == Path(model).resolve():
@@ -105,6 +154,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphopt", description=__doc__)
     parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("accelerate", help="drop the blocks easiest to lose and recover on calibration images")
+    _add_model(p)
+    p.add_argument("--calib", type=Path, required=True, help="folder of calibration images (or .npy tensors)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="accelerated ONNX model to write")
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target-latency", type=float, help="latency as a ratio of the original's, e.g. 0.8")
+    goal.add_argument("--target-ms", type=float, help="latency in milliseconds")
+    goal.add_argument("--drop", type=int, help="drop this many blocks")
+    p.add_argument("--report", type=Path, help="write a JSON report here")
+    p.add_argument("--engine", type=Path, help="also write the TensorRT engine of the result (--runtime tensorrt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
+    prep = p.add_argument_group("preprocessing")
+    prep.add_argument("--size", help="input size N or HxW (default: from the model's input shape)")
+    prep.add_argument("--norm", choices=["imagenet", "tf", "unit"], help="normalisation preset (default imagenet)")
+    prep.add_argument("--mean", type=float, nargs="+", help="explicit per-channel mean")
+    prep.add_argument("--std", type=float, nargs="+", help="explicit per-channel std")
+    prep.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
+    prep.add_argument("--resize", choices=["crop", "direct"], help="resize short side + centre crop, or direct")
+    train = p.add_argument_group("training")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--holdout", type=float, default=0.2, help="fraction of images held out for scoring")
+    train.add_argument("--score-iterations", type=int, default=200, help="adaptor steps per block (at most)")
+    train.add_argument("--recover-iterations", type=int, default=300, help="recovery steps (at most)")
+    train.add_argument("--lr", type=float, default=1e-4, help="recovery learning rate (adaptors use 10x)")
+    train.add_argument("--cache-dir", help="recoverability cache (default ~/.cache/graphopt or $GRAPHOPT_CACHE_DIR)")
+    train.add_argument("--no-cache", action="store_true", help="recompute recoverability scores")
+    _add_latency_options(p)
+    p.set_defaults(func=cmd_accelerate)
 
     p = sub.add_parser("blocks", help="list the residual blocks of a model")
     _add_model(p)

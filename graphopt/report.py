@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -22,6 +25,14 @@ def emit_json(payload: dict, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     json.dump(payload, stream, indent=2, default=_json_default)
     stream.write("\n")
+
+
+def write_json(payload: dict, path) -> None:
+    """Write a JSON file atomically (temporary file, then rename)."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent or ".", delete=False, suffix=".tmp") as handle:
+        emit_json(payload, handle)
+    os.replace(handle.name, path)
 
 
 def _fmt(value: Any) -> str:

@@ -1,0 +1,89 @@
+"""Feature mimicking: train chosen parameters so a student's features match the teacher's (MSE), with early
+stopping on held-out calibration images. Shared by recoverability (adaptors only) and recovery (all weights)."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+Batch = tuple[torch.Tensor, list[torch.Tensor]]  # student input, teacher features
+
+
+@dataclass
+class MimicSettings:
+    iterations: int = 300
+    batch_size: int = 32
+    lr: float = 1e-4
+    eval_every: int = 20
+    patience: int = 4
+    seed: int = 0
+
+
+@dataclass
+class MimicResult:
+    error_before: float  # relative held-out feature error before training
+    error_after: float  # ... and after (the best checkpoint, which is what the student keeps)
+    steps: int
+
+
+def feature_error(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Squared error relative to the teacher's energy, averaged over feature tensors: scale-free, 0 is perfect."""
+    return sum(((s - t) ** 2).sum() / (t ** 2).sum().clamp_min(1e-12) for s, t in zip(student, teacher)) / len(teacher)
+
+
+def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[torch.nn.Parameter],
+          batches: Iterator[Batch], held: Batch, settings: MimicSettings, desc: str = "mimic",
+          quiet: bool = False) -> MimicResult:
+    """Adam on `params` only, evaluating on `held` every `eval_every` steps; keeps the best parameters seen."""
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, settings.iterations))
+
+    def held_error() -> float:
+        with torch.no_grad():
+            return float(feature_error(_chunked(forward, held[0], settings.batch_size), held[1]))
+
+    best = before = held_error()
+    best_state = [p.detach().clone() for p in params]
+    stale, step = 0, 0
+    bar = tqdm(total=settings.iterations, desc=desc, disable=quiet, leave=False)
+    for step in range(1, settings.iterations + 1):
+        inputs, targets = next(batches)
+        loss = feature_error(forward(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        bar.update()
+        if step % settings.eval_every == 0 or step == settings.iterations:
+            error = held_error()
+            bar.set_postfix(held=f"{error:.4f}")
+            if error < best:
+                best, stale = error, 0
+                best_state = [p.detach().clone() for p in params]
+            else:
+                stale += 1
+                if stale >= settings.patience:
+                    break
+    bar.close()
+    with torch.no_grad():
+        for p, saved in zip(params, best_state):
+            p.copy_(saved)
+    return MimicResult(before, best, step)
+
+
+def minibatches(inputs: torch.Tensor, targets: list[torch.Tensor], batch_size: int,
+                generator: torch.Generator) -> Iterator[Batch]:
+    """Endless shuffled minibatches over fixed tensors."""
+    while True:
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            yield inputs[index], [t[index] for t in targets]
+
+
+def _chunked(forward: Callable[[torch.Tensor], list[torch.Tensor]], inputs: torch.Tensor,
+             batch_size: int) -> list[torch.Tensor]:
+    parts = [forward(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]

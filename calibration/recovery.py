@@ -1,0 +1,63 @@
+"""Recovery (MiR): train the pruned network's weights to mimic the original's features, then write them back.
+
+The teacher is the original model; the student is the pruned model after the first dropped block's input (the
+part before it is unchanged, so the teacher supplies its output). Every weight the features depend on is trained;
+a classifier head after the feature tensor is not, and BatchNorm statistics stay frozen (the student runs in eval
+mode). Each epoch sees a fresh seeded augmentation of the calibration images.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import onnx
+import torch
+
+from graphopt.blocks import Block
+from graphopt.calibration.bridge import write_back
+from graphopt.calibration.dataset import CalibrationSet
+from graphopt.calibration.mimic import Batch, MimicResult, MimicSettings, mimic, minibatches
+from graphopt.calibration.student import Student, build_student, device
+from graphopt.calibration.teacher import Teacher
+from graphopt.runtime.inputs import runtime_inputs
+
+
+@dataclass
+class Recovered:
+    model: onnx.ModelProto  # the pruned model with trained weights written back
+    result: MimicResult
+    student: Student
+
+
+def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Block], features: list[str],
+            train: CalibrationSet, held: torch.Tensor, settings: MimicSettings, threads: int | None = None,
+            quiet: bool = False) -> Recovered:
+    cut = dropped[0].skip  # blocks come in graph order: the first dropped block's input
+    outputs = [o.name for o in pruned.graph.output]
+    student = build_student(pruned, cut, features, extra_outputs=outputs)
+    params = student.parameters(student.feature_weights())
+    from_input = student.cut in {v.name for v in runtime_inputs(original)}
+    teacher = Teacher(original, features if from_input else [student.cut, *features], threads)
+    held_batch = _student_batch(teacher, held, student.cut, features)
+    result = mimic(student.forward, params, _epochs(teacher, train, student.cut, features, settings), held_batch,
+                   settings, desc="recovery", quiet=quiet)
+    for param in params:
+        param.requires_grad_(False)
+    return Recovered(write_back(pruned, student.graph), result, student)
+
+
+def _student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: list[str]) -> Batch:
+    values = teacher(images)
+    inputs = values[cut] if cut in values else images
+    return inputs.to(device()), [values[f].to(device()) for f in features]
+
+
+def _epochs(teacher: Teacher, train: CalibrationSet, cut: str, features: list[str],
+            settings: MimicSettings) -> Iterator[Batch]:
+    """Minibatches over a freshly augmented copy of the calibration images each epoch."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    while True:
+        inputs, targets = _student_batch(teacher, train.augmented(generator), cut, features)
+        batches = minibatches(inputs, targets, settings.batch_size, generator)
+        for _ in range(max(1, -(-len(inputs) // settings.batch_size))):
+            yield next(batches)

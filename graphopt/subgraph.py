@@ -1,0 +1,53 @@
+"""Views of a model that training needs: extra outputs for intermediate tensors, and the part after a cut."""
+from __future__ import annotations
+
+import onnx
+from onnx import shape_inference
+
+from graphopt.errors import GraphoptError
+
+
+def typed(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with value_info for its intermediate tensors (symbolic batch kept)."""
+    try:
+        return shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # best effort: an op shape inference does not know must not stop us
+        return model
+
+
+def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    graph = model.graph
+    return {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy whose graph also outputs the tensors `names` (after its own outputs, duplicates skipped)."""
+    out = typed(model)
+    infos = _value_infos(out)
+    present = {o.name for o in out.graph.output}
+    for name in names:
+        if name in present:
+            continue
+        if name not in infos:
+            raise GraphoptError(f"the model has no tensor named '{name}'")
+        out.graph.output.append(infos[name])
+        present.add(name)
+    return out
+
+
+def suffix(model: onnx.ModelProto, cut: str, outputs: list[str]) -> onnx.ModelProto | None:
+    """The sub-model from tensor `cut` to `outputs`, or None where something after the cut also reads the
+    graph inputs directly (then the cut does not separate the network and training must start at the input)."""
+    extracted = onnx.utils.Extractor(typed(model)).extract_model([cut], outputs)
+    graph = extracted.graph
+    defined = {cut} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        if any(name and name not in defined for name in node.input):
+            return None
+        defined.update(node.output)
+    for key in ("metadata_props",):
+        extracted.ClearField(key)
+    extracted.ir_version = model.ir_version
+    del extracted.opset_import[:]
+    extracted.opset_import.extend(model.opset_import)
+    return extracted
