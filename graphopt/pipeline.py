@@ -88,6 +88,9 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
             raise GraphoptError(f"unknown setting '{key}'")
         setattr(settings, key, value)
     _check_settings(settings)
+    if settings.threads:
+        import torch
+        torch.set_num_threads(settings.threads)
     stages = _Stages()
     with stages("load"):
         original = _as_onnx(model, example_input)

@@ -70,3 +70,56 @@ def _randomise_batchnorm(model: torch.nn.Module) -> None:
                 module.running_var.uniform_(0.5, 1.5, generator=generator)
                 module.weight.uniform_(0.5, 1.5, generator=generator)
                 module.bias.normal_(0, 0.1, generator=generator)
+
+
+class _Basic(torch.nn.Module):
+    def __init__(self, channels: int, stride: int = 1, width_in: int | None = None):
+        super().__init__()
+        width_in = width_in or channels
+        self.conv1 = torch.nn.Conv2d(width_in, channels, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(channels)
+        self.conv2 = torch.nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(channels)
+        self.down = None if stride == 1 and width_in == channels else torch.nn.Sequential(
+            torch.nn.Conv2d(width_in, channels, 1, stride, bias=False), torch.nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class TinyResNet(torch.nn.Module):
+    """A CIFAR-style ResNet small enough for end-to-end tests: 3 stages of 2 basic blocks (4 droppable)."""
+
+    def __init__(self, classes: int = 10, width: int = 8):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, width, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(width),
+                                        torch.nn.ReLU())
+        self.layer1 = torch.nn.Sequential(_Basic(width), _Basic(width))
+        self.layer2 = torch.nn.Sequential(_Basic(2 * width, 2, width), _Basic(2 * width))
+        self.layer3 = torch.nn.Sequential(_Basic(4 * width, 2, 2 * width), _Basic(4 * width))
+        self.fc = torch.nn.Linear(4 * width, classes)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def tiny_resnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = TinyResNet().eval()
+    _randomise_batchnorm(model)
+    return model
+
+
+def write_images(folder: Path, count: int, size: int = 24, seed: int = 0) -> Path:
+    """Real PNG/JPEG files with smooth random colour patterns (decoded by graphopt like any user's images)."""
+    import numpy as np
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        coarse = rng.uniform(0, 255, (4, 4, 3)).astype(np.uint8)
+        image = Image.fromarray(coarse).resize((size, size), Image.BILINEAR)
+        image.save(folder / (f"img{i:03d}.png" if i % 2 else f"img{i:03d}.jpg"))
+    return folder

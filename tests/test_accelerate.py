@@ -1,0 +1,150 @@
+"""accelerate end to end on a small real model and real image files: CLI, API, cache, fidelity, bad input."""
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import graphopt
+from graphopt.blocks import find_blocks
+from graphopt.calibration.dataset import load_calibration
+from graphopt.calibration.mimic import MimicSettings
+from graphopt.calibration.recovery import recover
+from graphopt.cli import main
+from graphopt.errors import GraphoptError
+from graphopt.features import feature_tensors
+from graphopt.passes import drop_blocks
+from graphopt.pipeline import accelerate
+from tests import zoo
+from tests.helpers import assert_close, run_onnx
+
+FAST = ["--score-iterations", "3", "--recover-iterations", "6", "--repeats", "3", "--warmup", "1", "--threads", "1",
+        "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    path = zoo.export(zoo.tiny_resnet(), torch.randn(2, 3, 16, 16), folder / "tiny.onnx", "torchscript")
+    return path, zoo.write_images(folder / "images", 12)
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cli_accelerate_writes_verified_model_and_report(tiny, tmp_path, capsys):
+    model, images = tiny
+    before = _digest(model)
+    out, report_path = tmp_path / "fast.onnx", tmp_path / "report.json"
+    code = main(["accelerate", str(model), "--calib", str(images), "-o", str(out), "--drop", "2", "--report",
+                 str(report_path), "--cache-dir", str(tmp_path / "cache"), *FAST])
+    assert code == 0, capsys.readouterr().err
+    assert _digest(model) == before, "the input model must not change"
+    report = json.loads(report_path.read_text())
+    assert len(report["dropped"]) == 2 and report["blocks"] == {"found": 6, "droppable": 4}
+    assert set(report["recoverability"]) == {"layer1.0", "layer1.1", "layer2.1", "layer3.1"}
+    assert report["ranking"][:2] == sorted(report["ranking"][:2], key=report["ranking"].index)
+    assert report["latency"]["base"]["runs"] == 3 and report["latency"]["ratio"] > 0
+    assert report["feature_error"]["after_recovery"] <= report["feature_error"]["before_recovery"]
+    assert 0 <= report["agreement_top1"] <= 1
+    assert {"load", "latency table", "recoverability", "selection", "recovery", "verify"} <= set(report["seconds"])
+    assert report["versions"]["onnxruntime"] and report["calibration"]["images"] == 12
+
+    written = onnx.load(str(out))
+    onnx.checker.check_model(written, full_check=True)
+    plain = drop_blocks(onnx.load(str(model)), report["dropped"])
+    # same graph as the plain drop (nothing temporary left behind), only weights differ
+    assert [(n.op_type, list(n.input)) for n in written.graph.node] == [(n.op_type, list(n.input))
+                                                                       for n in plain.graph.node]
+    assert not any("adaptor" in t.name for t in written.graph.initializer)
+    assert [i.name for i in written.graph.input] == ["input"]
+    assert written.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_recovery_write_back_matches_trained_pytorch(tiny):
+    model_path, images = tiny
+    original = onnx.load(str(model_path))
+    blocks = find_blocks(original)
+    dropped = [b for b in blocks if b.id in ("layer1.1", "layer3.1")]
+    pruned = drop_blocks(original, [b.id for b in dropped], blocks)
+    calibration = load_calibration(images, original)
+    train, held = calibration.split(0.25)
+    features = feature_tensors(original)
+    recovered = recover(original, pruned, dropped, features, train, held.tensors(), MimicSettings(8, lr=1e-3),
+                        threads=1, quiet=True)
+    assert recovered.result.error_after <= recovered.result.error_before
+    x = calibration.tensors()
+    cut = run_onnx(_with_output(original, recovered.student.cut), x)
+    with torch.no_grad():
+        expected = recovered.student.outputs(torch.from_numpy(cut))["logits"].numpy()
+    assert_close(run_onnx(recovered.model, x), expected)
+    # and the weights did change: the written model is not the plain drop
+    assert not np.allclose(run_onnx(recovered.model, x), run_onnx(pruned, x))
+
+
+def _with_output(model, name):
+    from graphopt.subgraph import with_outputs
+    extended = with_outputs(model, [name])
+    del extended.graph.output[:-1]
+    return extended
+
+
+def test_api_with_torch_module_and_cache(tiny, tmp_path):
+    _, images = tiny
+    options = dict(drop=1, score_iterations=2, recover_iterations=2, repeats=2, warmup=1, threads=1,
+                   cache_dir=str(tmp_path / "cache"))
+    first = graphopt.accelerate(zoo.tiny_resnet(), images, example_input=torch.randn(1, 3, 16, 16), quiet=True,
+                                **options)
+    assert isinstance(first.model, onnx.ModelProto) and not first.report["recoverability_cached"]
+    second = accelerate(zoo.tiny_resnet(), images, tmp_path / "out.onnx", example_input=torch.randn(1, 3, 16, 16),
+                        quiet=True, **{**options, "drop": 2})
+    assert second.report["recoverability_cached"]
+    assert second.report["recoverability"] == first.report["recoverability"]
+    assert (tmp_path / "out.onnx").exists() and len(second.report["dropped"]) == 2
+    with pytest.raises(GraphoptError, match="example_input"):
+        accelerate(zoo.tiny_resnet(), images, drop=1)
+
+
+def test_target_latency_is_met_by_measurement(exported, tmp_path):
+    path = tmp_path / "resnet18.onnx"
+    onnx.save(exported("resnet18", "torchscript"), str(path))
+    images = zoo.write_images(tmp_path / "images", 6, size=72)
+    result = accelerate(path, images, target_latency=0.9, score_iterations=1, recover_iterations=1, repeats=5,
+                        warmup=1, threads=1, use_cache=False, quiet=True)
+    selection = result.report["selection"]
+    assert selection["ratio"] <= 0.9 and selection["attempts"][-1]["measured_ratio"] == selection["ratio"]
+    assert selection["blocks"] == result.report["dropped"]
+
+
+@pytest.mark.parametrize("case,code,message", [
+    ("empty-calib", 1, "no usable|empty|no images"),
+    ("impossible", 3, "cannot be met"),
+    ("nothing-to-drop", 1, "no droppable residual blocks"),
+    ("bad-ratio", 1, "between 0 and 1"),
+    ("too-many", 1, "droppable blocks"),
+])
+def test_bad_input(tiny, tmp_path, capsys, case, code, message):
+    model, images = tiny
+    args = ["--drop", "1"]
+    if case == "empty-calib":
+        images = tmp_path / "empty"
+        images.mkdir()
+    elif case == "impossible":
+        args = ["--target-latency", "0.05"]
+    elif case == "nothing-to-drop":
+        model = zoo.export(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval(),
+                           torch.randn(1, 3, 16, 16), tmp_path / "plain.onnx", "torchscript")
+    elif case == "bad-ratio":
+        args = ["--target-latency", "1.5"]
+    elif case == "too-many":
+        args = ["--drop", "9"]
+    out = tmp_path / "out.onnx"
+    result = main(["accelerate", str(model), "--calib", str(images), "-o", str(out), *args, "--no-cache", *FAST])
+    err = capsys.readouterr().err
+    assert result == code, err
+    assert err.startswith("graphopt: error: ") and err.strip().count("\n") == 0
+    assert any(m in err for m in message.split("|")), err
+    assert not out.exists()
