@@ -40,6 +40,8 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, settings.iterations))
 
+    forward = _mixed_precision(forward)
+
     def held_error() -> float:
         with torch.no_grad():
             return float(feature_error(_chunked(forward, held[0], settings.batch_size), held[1]))
@@ -71,6 +73,21 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
         for p, saved in zip(params, best_state):
             p.copy_(saved)
     return MimicResult(before, best, step)
+
+
+def _mixed_precision(forward: Callable[[torch.Tensor], list[torch.Tensor]]
+                     ) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """On CUDA, run the student in bfloat16 autocast (convolutions and matmuls) and compare features in float32;
+    on the CPU, float32 throughout."""
+    if not torch.cuda.is_available():
+        return forward
+
+    def autocast_forward(inputs: torch.Tensor) -> list[torch.Tensor]:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            outputs = forward(inputs)
+        return [o.float() for o in outputs]
+
+    return autocast_forward
 
 
 def minibatches(inputs: torch.Tensor, targets: list[torch.Tensor], batch_size: int,

@@ -75,7 +75,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from graphopt.model_io import load_model
     from graphopt.report import emit_json, table
     models = [load_model(args.model)] + ([load_model(args.model2)] if args.model2 else [])
-    backend = backend_from_args(args)
+    calibration = None
+    if args.calib:
+        from graphopt.calibration.dataset import load_calibration
+        calibration = load_calibration(args.calib, models[0])
+    backend = backend_from_args(args, calibration)
     stats = backend.measure_many(models)
     names = [str(args.model)] + ([str(args.model2)] if args.model2 else [])
     payload = {"runtime": backend.describe(), "models": [{"model": n, **s.to_dict()} for n, s in zip(names, stats)]}
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure latency; with two models, their ratio measured side by side")
     _add_model(p)
     p.add_argument("model2", type=Path, nargs="?", help="second model, timed interleaved with the first")
+    p.add_argument("--calib", type=Path, help="calibration images for --precision int8 (TensorRT)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     _add_latency_options(p)
     p.set_defaults(func=cmd_bench)

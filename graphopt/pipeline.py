@@ -88,6 +88,8 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
             raise GraphoptError(f"unknown setting '{key}'")
         setattr(settings, key, value)
     _check_settings(settings)
+    if engine is not None and settings.runtime != "tensorrt":
+        raise GraphoptError("--engine writes a TensorRT engine: it needs --runtime tensorrt")
     if settings.threads:
         import torch
         torch.set_num_threads(settings.threads)
