@@ -26,8 +26,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from graphopt.calibration.converters import prepare
-from graphopt.errors import GraphoptError
-from graphopt.model_io import _first_line
+from graphopt.errors import GraphoptError, first_line
 
 # Converters that move initializers into a module (Conv, ConvTranspose, Gemm, LayerNormalization,
 # BatchNormalization, InstanceNormalization) all take them at these ONNX input positions.
@@ -113,8 +112,8 @@ def _why_unconvertible(model: onnx.ModelProto, exc: Exception) -> str:
         try:
             converter(node, graph)
         except Exception as node_exc:  # same as above: any type
-            return f"{where}: {_first_line(node_exc)}"
-    return f"onnx2torch could not convert the model: {_first_line(exc)}"
+            return f"{where}: {first_line(node_exc)}"
+    return f"onnx2torch could not convert the model: {first_line(exc)}"
 
 
 def _return_tensors(module: fx.GraphModule, onnx_graph: onnx.GraphProto, names: tuple[str, ...]) -> None:

@@ -11,3 +11,9 @@ class TargetUnreachable(GraphoptError):
     """The requested latency target cannot be met by dropping the blocks available."""
 
     exit_code = 3
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors can run to pages), or its type name."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, first_line
 
 # Protobuf cannot serialise a message over 2 GiB; keep a margin for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -28,7 +28,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         try:
             model = onnx.load(str(path), load_external_data=True)
         except (DecodeError, RuntimeError, ValueError, OSError) as exc:
-            raise GraphoptError(f"{path} is not a readable ONNX model ({_first_line(exc)})") from None
+            raise GraphoptError(f"{path} is not a readable ONNX model ({first_line(exc)})") from None
         except Exception as exc:  # protobuf raises assorted types on truncated files
             raise GraphoptError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
@@ -36,7 +36,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise GraphoptError(f"the ONNX model is invalid: {_first_line(exc)}") from None
+        raise GraphoptError(f"the ONNX model is invalid: {first_line(exc)}") from None
     return model
 
 
@@ -80,8 +80,3 @@ def _fits_protobuf(model: onnx.ModelProto) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

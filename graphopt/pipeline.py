@@ -15,7 +15,7 @@ import onnx
 from graphopt import __version__
 from graphopt.blocks import Block, find_blocks
 from graphopt.cache import ScoreCache, cache_key, default_dir
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, first_line
 from graphopt.features import feature_tensors
 from graphopt.model_io import load_model, save_model
 from graphopt.passes import drop_blocks
@@ -195,7 +195,7 @@ def _as_onnx(model, example_input) -> onnx.ModelProto:
         torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=17, input_names=["input"],
                           output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     except Exception as exc:  # exporter errors are many and varied
-        raise GraphoptError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from None
+        raise GraphoptError(f"torch.onnx.export failed: {first_line(exc)}") from None
     finally:
         model.train(was_training)
     return load_model(onnx.load_from_string(buffer.getvalue()))

@@ -45,8 +45,6 @@ def suffix(model: onnx.ModelProto, cut: str, outputs: list[str]) -> onnx.ModelPr
         if any(name and name not in defined for name in node.input):
             return None
         defined.update(node.output)
-    for key in ("metadata_props",):
-        extracted.ClearField(key)
     extracted.ir_version = model.ir_version
     del extracted.opset_import[:]
     extracted.opset_import.extend(model.opset_import)

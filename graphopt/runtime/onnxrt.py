@@ -6,7 +6,7 @@ import time
 import onnx
 import onnxruntime as ort
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, first_line
 from graphopt.runtime.base import LatencyBackend, Runner, TimingSettings
 from graphopt.runtime.inputs import random_inputs
 
@@ -29,7 +29,7 @@ def make_session(model: onnx.ModelProto, threads: int | None = None, provider: s
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise GraphoptError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
+        raise GraphoptError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
 
 
 class _OrtRunner(Runner):

@@ -14,7 +14,7 @@ import onnx
 
 from graphopt.calibration.dataset import DEFAULT_FEED_BATCH, CalibrationSet
 from graphopt.calibration.int8 import calibration_cache_file, entropy_calibrator
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, first_line
 from graphopt.runtime.base import LatencyBackend, Runner, TimingSettings
 from graphopt.runtime.inputs import input_shape, random_inputs, runtime_inputs
 
@@ -31,7 +31,7 @@ def import_tensorrt():
     except ImportError:
         raise GraphoptError(f"TensorRT is not installed ({INSTALL_HINT})") from None
     except OSError as exc:  # the wheel is there but libnvinfer is not
-        raise GraphoptError(f"TensorRT is installed but its libraries do not load: {str(exc).splitlines()[0]}"
+        raise GraphoptError(f"TensorRT is installed but its libraries do not load: {first_line(exc)}"
                             ) from None
     return tensorrt
 
