@@ -16,6 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -151,7 +152,7 @@ def _accuracy_torch(model: nn.Module, images: np.ndarray, labels: np.ndarray) ->
     return correct / len(images)
 
 
-def train_teacher(threads: int = 2, log=print) -> dict:
+def train_teacher(threads: int = 2, log: Callable[[str], None] = print) -> dict:
     """Train on all 60,000 training images with RECIPE (seeded), export ONNX, evaluate, write the JSON.
 
     Returns the JSON record; a second call finds the cached teacher and returns at once.

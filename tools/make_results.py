@@ -1,7 +1,7 @@
 """Regenerate docs/results.md, docs/results.png and docs/results.json in one command, on this machine.
 
     python -m tools.make_results                 # training-free baselines on Fashion-MNIST and EfficientNet-Lite0
-    python -m tools.make_results --accelerate    # plus graphopt.accelerate rows, once accelerate exists
+    python -m tools.make_results --accelerate    # plus graphopt.accelerate rows (slow: one run per row)
 
 Needs the bench extra and the Debian data (bash tools/install_bench_data.sh). The first run trains the
 Fashion-MNIST teacher (cached afterwards).
@@ -23,7 +23,6 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from graphopt.blocks import find_blocks
 from graphopt.errors import GraphoptError
 from graphopt.model_io import load_model
 from tools.baselines import BENCHES, Bench, baseline_variants, get_bench, measure_rows
@@ -38,35 +37,48 @@ MARKERS = {"original": "*", "original-repeat": "x", "random": "o", "last-per-sta
 # --------------------------------------------------------------------------- accelerate rows (hook)
 
 def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int], seeds: list[int],
-                        targets: list[float], log: Callable[[str], None] = print) -> list[tuple[dict, onnx.ModelProto]]:
+                        targets: list[float], threads: int | None, overrides: dict,
+                        log: Callable[[str], None] = print) -> list[tuple[dict, onnx.ModelProto]]:
     """Models from graphopt.accelerate, one per calibration size x seed x target, with their Row fields.
 
-    Assumed contract (adjust here when accelerate lands): `accelerate(model, folder, target_latency=ratio,
-    norm=preset, resize=policy)` returns an object with `.model` (an onnx.ModelProto). The dropped blocks are read
-    off the result's graph, so the row does not depend on the report's format.
+    accelerate gets the folder a user would hand it, the bench's preprocessing preset and resize policy, the same
+    runtime threads as the table's timing, and any `overrides` (AccelerateSettings fields). Its own latency and
+    agreement go to the row's `extra`; the table's ratio comes from the shared interleaved run.
     """
-    try:
-        from graphopt import accelerate
-    except ImportError:
-        raise GraphoptError("--accelerate needs graphopt.accelerate, which this checkout does not have yet") from None
-    before = [b.id for b in find_blocks(original)]
+    from graphopt.pipeline import accelerate
+
+    preprocess = {"norm": bench.preprocessing["preset"], "resize": bench.preprocessing["resize"]}
     variants = []
     for size in sizes:
         for seed in seeds:
             folder = bench.calib_folder(size, seed)
             for target in targets:
                 start = time.perf_counter()
-                result = accelerate(original, folder, target_latency=target,
-                                    norm=bench.preprocessing["preset"], resize=bench.preprocessing["resize"])
+                result = accelerate(original, folder, target_latency=target, threads=threads, preprocess=preprocess,
+                                    quiet=True, **overrides)
                 wall = time.perf_counter() - start
-                kept = {b.id for b in find_blocks(result.model)}
-                dropped = [i for i in before if i not in kept]
+                report = result.report
                 log(f"[{bench.name}] accelerate: {size} images, seed {seed}, target {target}: dropped "
-                    f"{','.join(dropped) or '-'} in {wall:.0f} s")
-                variants.append(({"method": "accelerate", "dropped": dropped, "k": len(dropped), "seed": seed,
-                                  "recovery": "feature mimicking", "calibration": f"{size} images",
-                                  "wall_s": round(wall, 1), "extra": {"target_latency": target}}, result.model))
+                    f"{','.join(report['dropped'])} in {wall:.0f} s")
+                variants.append(({"method": "accelerate", "dropped": report["dropped"], "k": len(report["dropped"]),
+                                  "seed": seed, "recovery": "feature mimicking", "calibration": f"{size} images",
+                                  "wall_s": round(wall, 1),
+                                  "extra": {"target_latency": target, "settings": overrides,
+                                            "own_latency_ratio": report["latency"]["ratio"],
+                                            "held_out_agreement": report["agreement_top1"],
+                                            "seconds": report["seconds"]}}, result.model))
     return variants
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE from the command line; VALUE parsed as JSON where it can be (numbers, booleans), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise GraphoptError(f"bad --accelerate-set '{text}': expected KEY=VALUE such as recover_iterations=100")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 # --------------------------------------------------------------------------- environment
@@ -195,7 +207,8 @@ def run_bench(bench: Bench, args: argparse.Namespace) -> dict:
     variants = baseline_variants(original, args.k, args.seeds)
     if args.accelerate:
         variants += accelerate_variants(bench, original, args.calib_sizes or list(bench.calib_sizes),
-                                        args.calib_seeds, args.targets)
+                                        args.calib_seeds, args.targets, args.threads,
+                                        dict(_setting(t) for t in args.accelerate_set))
     rows = measure_rows(bench, original, variants, args.threads)
     return {"title": bench.title, "metric": bench.metric, "model": bench.model_record(),
             "preprocessing": bench.preprocessing, "timing": {k: v for k, v in vars(bench.timing).items()
@@ -216,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.65],
                         help="accelerate latency targets, as ratios to the original")
+    parser.add_argument("--accelerate-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="accelerate setting, e.g. recover_iterations=100 (repeatable)")
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs")
     args = parser.parse_args(argv)
     if not args.out_dir.is_dir():
