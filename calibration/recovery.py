@@ -31,11 +31,14 @@ class Recovered:
 
 def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Block], features: list[str],
             train: CalibrationSet, held: torch.Tensor, settings: MimicSettings, threads: int | None = None,
-            quiet: bool = False) -> Recovered:
-    cut = dropped[0].skip  # blocks come in graph order: the first dropped block's input
+            quiet: bool = False, blocks: list[Block] | None = None) -> Recovered:
+    """`dropped` and `blocks` (every block of the original, for earlier cuts) come in graph order."""
     outputs = [o.name for o in pruned.graph.output]
-    student = build_student(pruned, cut, features, extra_outputs=outputs)
-    params = student.parameters(student.feature_weights())
+    for cut in _cuts(original, dropped, blocks or dropped):
+        student = build_student(pruned, cut, features, extra_outputs=outputs)
+        params = student.parameters(student.feature_weights())
+        if params:
+            break
     from_input = student.cut in {v.name for v in runtime_inputs(original)}
     teacher = Teacher(original, features if from_input else [student.cut, *features], threads)
     held_batch = _student_batch(teacher, held, student.cut, features)
@@ -44,6 +47,14 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Bl
     for param in params:
         param.requires_grad_(False)
     return Recovered(write_back(pruned, student.graph), result, student)
+
+
+def _cuts(original: onnx.ModelProto, dropped: list[Block], blocks: list[Block]) -> list[str]:
+    """Where the student may start, latest first: the first dropped block's input, then the inputs of the blocks
+    before it, then the graph input. A later cut trains less; an earlier one is needed when nothing trainable lies
+    between the first gap and the features (dropping a network's last block, say)."""
+    earlier = [b.skip for b in blocks[:[b.id for b in blocks].index(dropped[0].id)]][::-1]
+    return list(dict.fromkeys([dropped[0].skip, *earlier, runtime_inputs(original)[0].name]))
 
 
 def _student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: list[str]) -> Batch:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import io
 import os
-import platform
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ from graphopt.blocks import Block, find_blocks
 from graphopt.cache import ScoreCache, cache_key, default_dir
 from graphopt.errors import GraphoptError, first_line
 from graphopt.features import feature_tensors
+from graphopt.machine import machine, versions
 from graphopt.model_io import load_model, save_model
 from graphopt.passes import drop_blocks
 from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
@@ -125,7 +126,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         pruned = drop_blocks(original, [b.id for b in selection.blocks], blocks)
         mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size, settings.lr, seed=settings.seed)
         recovered = recover(original, pruned, selection.blocks, features, train, held.tensors(), mimic_settings,
-                            settings.threads, quiet)
+                            settings.threads, quiet, blocks=blocks)
     with stages("verify"):
         agreement = _verify(original, recovered, held.tensors(), settings.threads)
     with stages("final latency"):
@@ -138,8 +139,8 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
             _build_engine(backend, recovered.model, engine)
     report = {
         "graphopt": __version__,
-        "versions": _versions(),
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count()},
+        "versions": versions(),
+        "machine": machine(),
         "settings": asdict(settings),
         "runtime": backend.describe(),
         "calibration": {"folder": str(calib), "images": len(calibration), "train": len(train), "held_out": len(held),
@@ -192,8 +193,10 @@ def _as_onnx(model, example_input) -> onnx.ModelProto:
     was_training = model.training
     model.eval()
     try:
-        torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=17, input_names=["input"],
-                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer chatter is not for our users
+            torch.onnx.export(model, (example_input,), buffer, dynamo=False, opset_version=17, input_names=["input"],
+                              output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     except Exception as exc:  # exporter errors are many and varied
         raise GraphoptError(f"torch.onnx.export failed: {first_line(exc)}") from None
     finally:
@@ -256,29 +259,6 @@ def _build_engine(backend: LatencyBackend, model: onnx.ModelProto, path) -> None
     if not hasattr(backend, "build_engine"):
         raise GraphoptError("--engine needs --runtime tensorrt")
     backend.build_engine(model, Path(path))
-
-
-def _versions() -> dict:
-    import onnxruntime
-    import torch
-    versions = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-                "numpy": np.__version__}
-    try:
-        import onnx2torch
-        versions["onnx2torch"] = getattr(onnx2torch, "__version__", "?")
-    except ImportError:
-        pass
-    return versions
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def _say(quiet: bool, message: str) -> None:

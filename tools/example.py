@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ def write_images(folder: Path, count: int, seed: int = 0) -> Path:
 def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="graphopt-example-"))
     model = folder / "resnet18.onnx"
+    warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice
     torch.onnx.export(torchvision.models.resnet18().eval(), (torch.randn(1, 3, 96, 96),), str(model),
                       dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
