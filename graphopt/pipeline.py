@@ -110,7 +110,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
                           threads=settings.threads, precision=settings.precision, calibration=calibration)
     with stages("latency table"):
         _say(quiet, f"timing {len(droppable)} droppable blocks on {backend.name} at batch {settings.batch}")
-        table = latency_table(backend, original, droppable)
+        table = latency_table(backend, original, droppable, quiet)
         target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
         if target is not None:
             check_reachable(backend, original, droppable, target)

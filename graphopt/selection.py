@@ -44,10 +44,11 @@ class Selection:
                 "attempts": [asdict(a) for a in self.attempts]}
 
 
-def latency_table(backend: LatencyBackend, model: onnx.ModelProto, blocks: list[Block]) -> LatencyTable:
+def latency_table(backend: LatencyBackend, model: onnx.ModelProto, blocks: list[Block],
+                  quiet: bool = False) -> LatencyTable:
     """Time the original and each single-block drop in one interleaved run."""
     variants = [drop_blocks(model, [b.id], blocks) for b in blocks]
-    stats = backend.measure_many([model, *variants])
+    stats = backend.measure_many([model, *variants], progress=None if quiet else "latency table")
     base = stats[0]
     return LatencyTable(base, {b.id: base.median_ms - s.median_ms for b, s in zip(blocks, stats[1:])})
 

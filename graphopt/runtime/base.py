@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
+from tqdm.auto import tqdm
 
 
 @dataclass(frozen=True)
@@ -84,18 +85,23 @@ class LatencyBackend(abc.ABC):
         first, second = self.measure_many([base, other])
         return Comparison(first, second)
 
-    def measure_many(self, models: list[onnx.ModelProto]) -> list[LatencyStats]:
-        """Time several models with their runs interleaved, so machine noise hits all of them alike."""
+    def measure_many(self, models: list[onnx.ModelProto], progress: str | None = None) -> list[LatencyStats]:
+        """Time several models with their runs interleaved, so machine noise hits all of them alike.
+
+        With `progress`, a progress bar of that title counts the rounds.
+        """
         runners = [self.load(m) for m in models]
+        rounds = tqdm(range(self.settings.warmup + self.settings.repeats), desc=progress, disable=progress is None,
+                      leave=False)
+        samples: list[list[float]] = [[] for _ in runners]
         try:
-            for _ in range(self.settings.warmup):
-                for runner in runners:
-                    runner.run_ms()
-            samples: list[list[float]] = [[] for _ in runners]
-            for _ in range(self.settings.repeats):
+            for round_ in rounds:
                 for runner, bucket in zip(runners, samples):
-                    bucket.append(runner.run_ms())
+                    elapsed = runner.run_ms()
+                    if round_ >= self.settings.warmup:
+                        bucket.append(elapsed)
         finally:
+            rounds.close()
             for runner in runners:
                 runner.close()
         return [LatencyStats.from_samples(s, self.settings.batch) for s in samples]
