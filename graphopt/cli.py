@@ -7,6 +7,8 @@ from pathlib import Path
 
 from graphopt import __version__
 from graphopt.errors import GraphoptError
+from graphopt.runtime.base import TimingSettings
+from graphopt.settings import AccelerateSettings
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +22,8 @@ def _add_latency_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="TensorRT precision")
     group.add_argument("--batch", type=int, default=1, help="deployment batch size (fills a dynamic batch)")
     group.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
-    group.add_argument("--warmup", type=int, default=10, help="untimed runs before timing")
-    group.add_argument("--repeats", type=int, default=30, help="timed runs per model")
+    group.add_argument("--warmup", type=int, default=TimingSettings.warmup, help="untimed runs before timing")
+    group.add_argument("--repeats", type=int, default=TimingSettings.repeats, help="timed runs per model")
     group.add_argument("--input-shape", action="append", metavar="NAME:D0xD1x...",
                        help="shape of an input with dynamic dimensions other than the batch (repeatable)")
 
@@ -97,7 +99,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_accelerate(args: argparse.Namespace) -> int:
-    from graphopt.pipeline import AccelerateSettings, accelerate
+    from graphopt.pipeline import accelerate
     from graphopt.report import emit_json, table
     _check_writable(args.output, args.model)
     if args.report:
@@ -179,11 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
     prep.add_argument("--resize", choices=["crop", "direct"], help="resize short side + centre crop, or direct")
     train = p.add_argument_group("training")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--holdout", type=float, default=0.2, help="fraction of images held out for scoring")
-    train.add_argument("--score-iterations", type=int, default=200, help="adaptor steps per block (at most)")
-    train.add_argument("--recover-iterations", type=int, default=300, help="recovery steps (at most)")
-    train.add_argument("--lr", type=float, default=1e-4, help="recovery learning rate (adaptors use 10x)")
+    defaults = AccelerateSettings()
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--holdout", type=float, default=defaults.holdout,
+                       help="fraction of images held out for scoring")
+    train.add_argument("--score-iterations", type=int, default=defaults.score_iterations,
+                       help="adaptor steps per block (at most)")
+    train.add_argument("--recover-iterations", type=int, default=defaults.recover_iterations,
+                       help="recovery steps (at most)")
+    train.add_argument("--lr", type=float, default=defaults.lr, help="recovery learning rate (adaptors use 10x)")
     train.add_argument("--cache-dir", help="recoverability cache (default ~/.cache/graphopt or $GRAPHOPT_CACHE_DIR)")
     train.add_argument("--no-cache", action="store_true", help="recompute recoverability scores")
     _add_latency_options(p)

@@ -6,7 +6,7 @@ import os
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,34 +22,7 @@ from graphopt.model_io import load_model, save_model
 from graphopt.passes import drop_blocks
 from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
 from graphopt.selection import check_reachable, latency_table, select
-
-
-@dataclass
-class AccelerateSettings:
-    """Everything that shapes the result; recorded in the report."""
-
-    target_latency: float | None = None  # ratio to the original's measured latency
-    target_ms: float | None = None
-    drop: int | None = None
-    runtime: str = "onnxruntime"
-    precision: str = "fp32"
-    batch: int = 1
-    threads: int | None = None
-    warmup: int = 5
-    repeats: int = 20
-    feature_tensor: str | None = None
-    holdout: float = 0.2
-    seed: int = 0
-    score_iterations: int = 200
-    recover_iterations: int = 300
-    lr: float = 1e-4
-    batch_size: int = 32
-    preprocess: dict = field(default_factory=dict)  # size, norm, mean, std, bgr, resize
-    cache_dir: str | None = None
-    use_cache: bool = True
-
-    def targets(self) -> int:
-        return sum(v is not None for v in (self.target_latency, self.target_ms, self.drop))
+from graphopt.settings import AccelerateSettings
 
 
 @dataclass
@@ -217,7 +190,10 @@ def _recoverability(original, droppable: list[Block], features, train, held, set
     if hit is not None and set(hit) >= {b.id for b in droppable}:
         _say(quiet, "recoverability scores taken from the cache")
         return hit, True
-    mimic = MimicSettings(settings.score_iterations, settings.batch_size, settings.lr * 10, seed=settings.seed)
+    # adaptors start at identity and have few weights: a larger step, and a short patience since the held-out
+    # error of a tiny set settles within a few dozen steps
+    mimic = MimicSettings(settings.score_iterations, settings.batch_size, settings.lr * 10, eval_every=10, patience=2,
+                          seed=settings.seed)
     scores = score_blocks(original, droppable, features, train.tensors(), held.tensors(), mimic, settings.threads,
                           quiet)
     result = {block: score.to_dict() for block, score in scores.items()}
