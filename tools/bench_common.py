@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -46,6 +47,23 @@ def predict(model: str | os.PathLike | onnx.ModelProto, inputs: np.ndarray, batc
         out = session.run(None, {feed.name: np.ascontiguousarray(chunk, dtype=np.float32)})[0]
         outputs.append(out[:len(out) - pad])
     return np.concatenate(outputs)
+
+
+def export_torchscript(model, example, path: Path) -> onnx.ModelProto:
+    """Export the way graphopt's users do: TorchScript exporter (module paths in node names), opset 17, input
+    `input` and output `logits` with a dynamic batch. Returns the model; `path` is only a scratch file."""
+    import torch
+
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
+        # Lite0's TF-style padding defeats torch's constant folding, which warns; effnet_lite folds afterwards.
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        torch.onnx.export(model, example, str(path), dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    exported = onnx.load(str(path))
+    path.unlink()
+    return exported
 
 
 def cpu_model() -> str:

@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import importlib.resources
 import json
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from PIL import Image
 
 from graphopt.errors import GraphoptError
 from graphopt.model_io import save_model
-from tools.bench_common import BenchDataMissing, cache_dir, predict, run_cli
+from tools.bench_common import BenchDataMissing, cache_dir, export_torchscript, predict, run_cli
 
 INSTALL_HINT = "bash tools/install_bench_data.sh"
 MEAN, STD, RESIZE, CROP = 127.0, 128.0, 256, 224
@@ -162,28 +161,26 @@ def _load_torch_model():
 
 
 def export_lite0(path: Path) -> dict:
-    """TorchScript export (opset 17, dynamic batch), checked against PyTorch on real evaluation photos."""
+    """TorchScript export (opset 17, dynamic batch), checked against PyTorch on real evaluation photos.
+
+    The JSON beside the model is written only when the check passes, so a bad export is never taken as cached.
+    """
     import torch
 
     model = _load_torch_model()
-    tmp = path.with_suffix(".tmp.onnx")
-    warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)  # see _fold_constants
-    torch.onnx.export(model, torch.zeros(1, 3, CROP, CROP), str(tmp), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    save_model(_fold_constants(onnx.load(str(tmp))), path)
-    tmp.unlink()
+    exported = _fold_constants(export_torchscript(model, torch.zeros(1, 3, CROP, CROP), path.with_suffix(".tmp.onnx")))
     views = eval_views()[:32]
     with torch.no_grad():
         expected = model(torch.from_numpy(views)).numpy()
-    got = predict(path, views, batch=8)
+    got = predict(exported, views, batch=8)
+    check = {"images": len(views), "max_abs_diff": float(np.abs(expected - got).max()),
+             "top1_same": float((expected.argmax(1) == got.argmax(1)).mean())}
+    if check["top1_same"] < 1.0:
+        raise GraphoptError(f"ONNX export of Lite0 disagrees with PyTorch: {check}")
+    save_model(exported, path)
     record = {"model": str(path), "input": INPUT_SPEC, "output": "logits",
-              "params": sum(p.numel() for p in model.parameters()),
-              "check": {"images": len(views), "max_abs_diff": float(np.abs(expected - got).max()),
-                        "top1_same": float((expected.argmax(1) == got.argmax(1)).mean())}}
+              "params": sum(p.numel() for p in model.parameters()), "check": check}
     path.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    if record["check"]["top1_same"] < 1.0:
-        raise GraphoptError(f"ONNX export of Lite0 disagrees with PyTorch: {record['check']}")
     return record
 
 

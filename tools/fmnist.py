@@ -25,7 +25,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from graphopt.errors import GraphoptError
-from tools.bench_common import BenchDataMissing, cache_dir, cpu_model, predict, run_cli
+from graphopt.model_io import save_model
+from tools.bench_common import BenchDataMissing, cache_dir, cpu_model, export_torchscript, predict, run_cli
 
 DATA_DIR = Path(os.environ.get("GRAPHOPT_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -36,7 +37,7 @@ CALIB_SEEDS = (0, 1, 2)
 INPUT_SPEC = {"name": "input", "layout": "NCHW", "shape": [None, 1, 28, 28], "color": "grey", "resize": "direct",
               "preset": "unit", "scale": 1 / 255, "mean": [0.0], "std": [1.0]}
 # Changing anything here retrains: the cache folder is named after a hash of this recipe.
-RECIPE = {"arch": "resnet20", "widths": [16, 32, 64], "blocks_per_stage": 3, "stem_stride": 2, "epochs": 8,
+RECIPE = {"arch": "resnet20", "widths": [16, 32, 64], "blocks_per_stage": 3, "stem_stride": 2, "epochs": 15,
           "batch": 128,
           "lr": 0.2, "momentum": 0.9, "weight_decay": 5e-4, "augment": "flip+shift2", "seed": 0}
 
@@ -152,7 +153,7 @@ def _accuracy_torch(model: nn.Module, images: np.ndarray, labels: np.ndarray) ->
     return correct / len(images)
 
 
-def train_teacher(threads: int = 2, log: Callable[[str], None] = print) -> dict:
+def train_teacher(threads: int = 1, log: Callable[[str], None] = print) -> dict:
     """Train on all 60,000 training images with RECIPE (seeded), export ONNX, evaluate, write the JSON.
 
     Returns the JSON record; a second call finds the cached teacher and returns at once.
@@ -204,13 +205,8 @@ def train_teacher(threads: int = 2, log: Callable[[str], None] = print) -> dict:
 
 
 def export_onnx(model: nn.Module, path: Path) -> None:
-    """TorchScript exporter, opset 17, dynamic batch, input `input`, output `logits` (module paths in names)."""
-    model.eval()
-    tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(model, torch.zeros(1, 1, 28, 28), str(tmp), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    os.replace(tmp, path)
+    """ONNX export (TorchScript exporter, opset 17, dynamic batch), written atomically to `path`."""
+    save_model(export_torchscript(model, torch.zeros(1, 1, 28, 28), path.with_suffix(".tmp.onnx")), path)
 
 
 # --------------------------------------------------------------------------- calibration sets and evaluation
@@ -256,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.fmnist", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     train = sub.add_parser("train", help="train (or find cached) the teacher and export it")
-    train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--threads", type=int, default=1, help="torch threads (1 wastes least CPU on a shared machine)")
     sample = sub.add_parser("sample", help="write calibration image folders")
     sample.add_argument("--sizes", type=int, nargs="+", default=list(CALIB_SIZES))
     sample.add_argument("--seeds", type=int, nargs="+", default=list(CALIB_SEEDS))

@@ -168,10 +168,15 @@ def write_markdown(results: dict, path: Path) -> None:
              f"Machine: {env['cpu']}, {env['logical_cpus']} logical CPUs, {env['threads']} runtime threads; "
              f"{env['runtime']}; Python {env['python']}, onnx {env['onnx']}, torch {env['torch']}, "
              f"numpy {env['numpy']}; {env['os']}.", "",
-             "Every latency is measured side by side with the original in one interleaved run; rows with no "
-             "recovery are the training-free baselines (see `tools/baselines.py` for how each chooses blocks: "
-             "the data-free proxy ranks blocks by ||F(x)|| / ||x|| of the residual branch on Gaussian noise). "
-             "Plot: `results.png`; raw rows: `results.json`.", ""]
+             "Every latency is measured side by side with the original in one interleaved run, and the original is "
+             "timed twice (`original-repeat`) to show the noise floor of a ratio. One runtime thread by default: on "
+             "a shared 2-core machine a second thread spins while another process holds the core. Rows with no "
+             "recovery are the training-free baselines (`tools/baselines.py`): `random` draws k droppable blocks, "
+             "`last-per-stage` drops the last droppable block of each stage, `proxy` drops the k blocks whose "
+             "residual branch changes its input least, ||F(x)|| / ||x|| on Gaussian-noise inputs (data-free). "
+             "Calibration folders for accelerate: `python -m tools.fmnist sample` (10/50/100/500 training images, "
+             "seeds 0-2) and `python -m tools.effnet_lite calib`. Plot: `results.png`; raw rows: `results.json`.",
+             ""]
     for result in results["benches"].values():
         lines += bench_markdown(result)
     path.write_text("\n".join(lines))
@@ -235,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.out_dir.is_dir():
         raise GraphoptError(f"output folder {args.out_dir} does not exist")
-    results = {"command": " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)]), "machine": machine(args.threads),
+    command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
+    results = {"command": command, "machine": machine(args.threads),
                "benches": {name: run_bench(get_bench(name), args) for name in args.bench}}
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=2))
     write_markdown(results, args.out_dir / "results.md")
