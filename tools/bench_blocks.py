@@ -15,7 +15,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import shlex
 import tempfile
 from dataclasses import replace
@@ -23,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime
 import torch
 import torchvision
 
 from graphopt.blocks import find_blocks
 from graphopt.errors import GraphoptError
+from graphopt.machine import machine, versions
 from graphopt.model_io import load_model
 from graphopt.passes import drop_blocks
 from graphopt.report import emit_json, table
@@ -126,16 +125,7 @@ def bench_architecture(model: onnx.ModelProto, backend: LatencyBackend, max_bloc
 
 def machine_info(threads: int | None) -> dict:
     """What a reader needs to judge the numbers: CPU, cores, threads, load, library versions, date."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or "onnxruntime default",
-            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+    return {**machine(), "threads": threads or "onnxruntime default", **versions(),
             "date": datetime.date.today().isoformat(), "load_average_start": round(os.getloadavg()[0], 2)}
 
 
