@@ -23,7 +23,9 @@ def _add_latency_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch", type=int, default=1, help="deployment batch size (fills a dynamic batch)")
     group.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
     group.add_argument("--warmup", type=int, default=TimingSettings.warmup, help="untimed runs before timing")
-    group.add_argument("--repeats", type=int, default=TimingSettings.repeats, help="timed runs per model")
+    group.add_argument("--repeats", type=int, default=TimingSettings.repeats, help="timed runs per model (at least)")
+    group.add_argument("--min-seconds", type=float, default=TimingSettings.min_seconds,
+                       help="keep timing until this much timed run time has passed (fast models get more runs)")
     group.add_argument("--input-shape", action="append", metavar="NAME:D0xD1x...",
                        help="shape of an input with dynamic dimensions other than the batch (repeatable)")
 
@@ -37,7 +39,7 @@ def backend_from_args(args: argparse.Namespace, calibration=None):
     if args.warmup < 0:
         raise GraphoptError("--warmup must not be negative")
     settings = TimingSettings(batch=args.batch, warmup=args.warmup, repeats=args.repeats,
-                              input_shapes=parse_input_shapes(args.input_shape))
+                              min_seconds=args.min_seconds, input_shapes=parse_input_shapes(args.input_shape))
     return get_backend(args.runtime, settings, threads=args.threads, precision=args.precision,
                        calibration=calibration)
 
@@ -111,7 +113,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     settings = AccelerateSettings(
         target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop, runtime=args.runtime,
         precision=args.precision, batch=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-        feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
+        min_seconds=args.min_seconds, feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
         score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet, engine=args.engine)

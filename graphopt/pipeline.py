@@ -79,7 +79,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         if not droppable:
             raise GraphoptError("the model has no droppable residual blocks: nothing to accelerate")
         features = feature_tensors(original, settings.feature_tensor)
-    backend = get_backend(settings.runtime, TimingSettings(settings.batch, settings.warmup, settings.repeats),
+    backend = get_backend(settings.runtime, TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds),
                           threads=settings.threads, precision=settings.precision, calibration=calibration)
     with stages("latency table"):
         _say(quiet, f"timing {len(droppable)} droppable blocks on {backend.name} at batch {settings.batch}")

@@ -19,6 +19,7 @@ class AccelerateSettings:
     threads: int | None = None
     warmup: int = TimingSettings.warmup
     repeats: int = TimingSettings.repeats
+    min_seconds: float = TimingSettings.min_seconds
     feature_tensor: str | None = None
     holdout: float = 0.2
     seed: int = 0

@@ -20,8 +20,8 @@ from graphopt.pipeline import accelerate
 from tests import zoo
 from tests.helpers import assert_close, run_onnx
 
-FAST = ["--score-iterations", "3", "--recover-iterations", "6", "--repeats", "3", "--warmup", "1", "--threads", "1",
-        "--quiet"]
+FAST = ["--score-iterations", "3", "--recover-iterations", "6", "--repeats", "3", "--warmup", "1", "--min-seconds",
+        "0", "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def _with_output(model, name):
 
 def test_api_with_torch_module_and_cache(tiny, tmp_path):
     _, images = tiny
-    options = dict(drop=1, score_iterations=2, recover_iterations=2, repeats=2, warmup=1, threads=1,
+    options = dict(drop=1, score_iterations=2, recover_iterations=2, repeats=2, warmup=1, min_seconds=0, threads=1,
                    cache_dir=str(tmp_path / "cache"))
     first = graphopt.accelerate(zoo.tiny_resnet(), images, example_input=torch.randn(1, 3, 16, 16), quiet=True,
                                 **options)

@@ -49,7 +49,7 @@ def test_drop_then_bench(capsys, model_file, tmp_path):
     assert code == 0
     assert len(onnx.load(str(out_path)).graph.node) < len(onnx.load(str(model_file)).graph.node)
     code, out, _ = _run(capsys, "bench", model_file, out_path, "--batch", "2", "--repeats", "3", "--warmup", "1",
-                        "--threads", "1", "--json")
+                        "--min-seconds", "0", "--threads", "1", "--json")
     report = json.loads(out)
     assert code == 0 and [m["runs"] for m in report["models"]] == [3, 3] and report["ratio"] > 0
     assert report["runtime"]["batch"] == 2

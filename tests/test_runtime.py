@@ -30,7 +30,7 @@ def test_dynamic_non_batch_dims_need_a_shape():
 
 def test_measure_and_compare(exported):
     model = exported("resnet18", "torchscript")
-    backend = get_backend("onnxruntime", TimingSettings(batch=2, warmup=2, repeats=7), threads=1)
+    backend = get_backend("onnxruntime", TimingSettings(batch=2, warmup=2, repeats=7, min_seconds=0), threads=1)
     stats = backend.measure(model)
     assert stats.runs == 7 and stats.batch == 2
     assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms
@@ -38,6 +38,14 @@ def test_measure_and_compare(exported):
     assert comparison.base.runs == comparison.other.runs == 7
     assert comparison.ratio == comparison.other.median_ms / comparison.base.median_ms
     assert backend.describe()["runtime"] == "onnxruntime-cpu"
+
+
+def test_fast_models_get_more_runs_until_min_seconds():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4])
+    tiny = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    stats = get_backend("onnxruntime", TimingSettings(warmup=1, repeats=5, min_seconds=0.05)).measure(tiny)
+    assert stats.runs > 5  # a Relu on 4 numbers takes microseconds: 5 runs are far short of 50 ms
 
 
 def test_unknown_or_missing_runtime():

@@ -56,9 +56,13 @@ class Runner(abc.ABC):
 
 @dataclass
 class TimingSettings:
+    """`repeats` timed rounds at least, and more until `min_seconds` of timed runs have passed: a model that runs in
+    a fraction of a millisecond needs hundreds of runs before its median stops moving."""
+
     batch: int = 1
     warmup: int = 10
     repeats: int = 30
+    min_seconds: float = 1.0
     input_shapes: dict[str, tuple[int, ...]] | None = None
 
 
@@ -90,18 +94,22 @@ class LatencyBackend(abc.ABC):
 
         With `progress`, a progress bar of that title counts the rounds.
         """
+        settings = self.settings
         runners = [self.load(m) for m in models]
-        rounds = tqdm(range(self.settings.warmup + self.settings.repeats), desc=progress, disable=progress is None,
-                      leave=False)
+        bar = tqdm(desc=progress, disable=progress is None, leave=False, unit="round")
         samples: list[list[float]] = [[] for _ in runners]
+        timed_ms, round_ = 0.0, 0
         try:
-            for round_ in rounds:
+            while round_ < settings.warmup + settings.repeats or timed_ms < 1000 * settings.min_seconds:
                 for runner, bucket in zip(runners, samples):
                     elapsed = runner.run_ms()
-                    if round_ >= self.settings.warmup:
+                    if round_ >= settings.warmup:
                         bucket.append(elapsed)
+                        timed_ms += elapsed
+                round_ += 1
+                bar.update()
         finally:
-            rounds.close()
+            bar.close()
             for runner in runners:
                 runner.close()
         return [LatencyStats.from_samples(s, self.settings.batch) for s in samples]
