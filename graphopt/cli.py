@@ -111,7 +111,8 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     preprocess = {k: v for k, v in {"size": _size(args.size), "norm": args.norm, "mean": args.mean, "std": args.std,
                                     "bgr": args.bgr or None, "resize": args.resize}.items() if v is not None}
     settings = AccelerateSettings(
-        target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop, runtime=args.runtime,
+        target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop,
+        blocks=[i.strip() for i in args.blocks.split(",") if i.strip()] if args.blocks else None, runtime=args.runtime,
         precision=args.precision, batch=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
         min_seconds=args.min_seconds, feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
         score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     goal.add_argument("--target-latency", type=float, help="latency as a ratio of the original's, e.g. 0.8")
     goal.add_argument("--target-ms", type=float, help="latency in milliseconds")
     goal.add_argument("--drop", type=int, help="drop this many blocks")
+    goal.add_argument("--blocks", help="drop exactly these comma-separated block ids, then recover")
     p.add_argument("--report", type=Path, help="write a JSON report here")
     p.add_argument("--engine", type=Path, help="also write the TensorRT engine of the result (--runtime tensorrt)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")

@@ -19,7 +19,7 @@ from graphopt.errors import GraphoptError, first_line
 from graphopt.features import feature_tensors
 from graphopt.machine import machine, versions
 from graphopt.model_io import load_model, save_model
-from graphopt.passes import drop_blocks
+from graphopt.passes import DropBlocks, drop_blocks, select_blocks
 from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
 from graphopt.selection import check_reachable, latency_table, select
 from graphopt.settings import AccelerateSettings
@@ -87,11 +87,17 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
         if target is not None:
             check_reachable(backend, original, droppable, target)
-    with stages("recoverability"):
-        scores, cached = _recoverability(original, droppable, features, train, held, settings, quiet)
-        ranked = sorted(droppable, key=lambda b: scores[b.id]["error"] / max(table.savings_ms[b.id], 1e-3))
+    if settings.blocks:
+        ranked, scores, cached = select_blocks(blocks, settings.blocks), {}, False
+        DropBlocks(ranked)  # refuses blocks that cannot be dropped, before any training
+        count = len(ranked)
+    else:
+        with stages("recoverability"):
+            scores, cached = _recoverability(original, droppable, features, train, held, settings, quiet)
+            ranked = sorted(droppable, key=lambda b: scores[b.id]["error"] / max(table.savings_ms[b.id], 1e-3))
+        count = settings.drop
     with stages("selection"):
-        selection = select(backend, original, droppable, ranked, table, target=target, count=settings.drop)
+        selection = select(backend, original, droppable, ranked, table, target=target, count=count)
         _say(quiet, f"dropping {', '.join(b.id for b in selection.blocks)}: measured ratio {selection.ratio:.3f}")
     with stages("recovery"):
         from graphopt.calibration.mimic import MimicSettings
@@ -139,7 +145,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
 
 def _check_settings(settings: AccelerateSettings) -> None:
     if settings.targets() != 1:
-        raise GraphoptError("give exactly one of --target-latency, --target-ms or --drop")
+        raise GraphoptError("give exactly one of --target-latency, --target-ms, --drop or --blocks")
     if settings.target_latency is not None and not 0 < settings.target_latency < 1:
         raise GraphoptError(f"--target-latency is a ratio to the original's latency, between 0 and 1 "
                             f"(got {settings.target_latency})")

@@ -13,6 +13,7 @@ class AccelerateSettings:
     target_latency: float | None = None  # ratio to the original's measured latency
     target_ms: float | None = None
     drop: int | None = None
+    blocks: list[str] | None = None  # drop exactly these (no recoverability scoring), then recover
     runtime: str = "onnxruntime"
     precision: str = "fp32"
     batch: int = 1
@@ -32,4 +33,4 @@ class AccelerateSettings:
     use_cache: bool = True
 
     def targets(self) -> int:
-        return sum(v is not None for v in (self.target_latency, self.target_ms, self.drop))
+        return sum(v is not None for v in (self.target_latency, self.target_ms, self.drop, self.blocks))

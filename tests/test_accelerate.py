@@ -108,6 +108,16 @@ def test_api_with_torch_module_and_cache(tiny, tmp_path):
         accelerate(zoo.tiny_resnet(), images, drop=1)
 
 
+def test_given_blocks_are_dropped_and_recovered(tiny, tmp_path):
+    _, images = tiny
+    model = zoo.export(zoo.tiny_resnet(), torch.randn(1, 3, 16, 16), tmp_path / "m.onnx", "torchscript")
+    result = accelerate(model, images, blocks=["layer3.1", "layer1.0"], recover_iterations=4, repeats=2, warmup=1,
+                        min_seconds=0, threads=1, quiet=True)
+    assert result.report["dropped"] == ["layer1.0", "layer3.1"] and result.report["recoverability"] == {}
+    assert "recoverability" not in result.report["seconds"]
+    assert result.report["feature_error"]["after_recovery"] <= result.report["feature_error"]["before_recovery"]
+
+
 def test_target_latency_is_met_by_measurement(exported, tmp_path):
     path = tmp_path / "resnet18.onnx"
     onnx.save(exported("resnet18", "torchscript"), str(path))
@@ -125,6 +135,8 @@ def test_target_latency_is_met_by_measurement(exported, tmp_path):
     ("nothing-to-drop", 1, "no droppable residual blocks"),
     ("bad-ratio", 1, "between 0 and 1"),
     ("too-many", 1, "droppable blocks"),
+    ("projection-block", 1, "cannot be dropped"),
+    ("two-targets", 2, "not allowed with"),
 ])
 def test_bad_input(tiny, tmp_path, capsys, case, code, message):
     model, images = tiny
@@ -141,8 +153,18 @@ def test_bad_input(tiny, tmp_path, capsys, case, code, message):
         args = ["--target-latency", "1.5"]
     elif case == "too-many":
         args = ["--drop", "9"]
+    elif case == "projection-block":
+        args = ["--blocks", "layer1.1,layer2.0"]
+    elif case == "two-targets":
+        args = ["--drop", "1", "--blocks", "layer1.1"]
     out = tmp_path / "out.onnx"
-    result = main(["accelerate", str(model), "--calib", str(images), "-o", str(out), *args, "--no-cache", *FAST])
+    argv = ["accelerate", str(model), "--calib", str(images), "-o", str(out), *args, "--no-cache", *FAST]
+    if code == 2:  # usage errors are argparse's: it prints usage and exits
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err and not out.exists()
+        return
+    result = main(argv)
     err = capsys.readouterr().err
     assert result == code, err
     assert err.startswith("graphopt: error: ") and err.strip().count("\n") == 0
