@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         record = train_teacher(args.threads)
         print(f"teacher {record['model']}: test top-1 {record['test_top1']:.4f}, trained in "
               f"{record['train_seconds']:.0f} s wall ({record['train_cpu_seconds']:.0f} s CPU) on "
-              f"{record['train_threads']} threads")
+              f"{record['train_threads']} thread(s)")
     elif args.cmd == "sample":
         for n in args.sizes:
             for seed in args.seeds:

@@ -127,7 +127,7 @@ def bench_markdown(result: dict) -> list[str]:
         lines.append(f"Teacher: {record['recipe']['arch']} trained on all 60,000 training images "
                      f"({record['recipe']['epochs']} epochs, seed {record['recipe']['seed']}): test top-1 "
                      f"**{record['test_top1']:.4f}**; training took {record['train_seconds']:.0f} s wall "
-                     f"({record['train_cpu_seconds']:.0f} s CPU) on {record['train_threads']} threads "
+                     f"({record['train_cpu_seconds']:.0f} s CPU) on {record['train_threads']} thread(s) "
                      f"(`python -m tools.fmnist train`).")
     else:
         check = record["check"]
@@ -138,9 +138,9 @@ def bench_markdown(result: dict) -> list[str]:
     base = rows[0]["latency"]
     timing = result["timing"]
     lines += ["", f"Original latency: median {base['median_ms']:.3f} ms (p10 {base['p10_ms']:.3f}, p90 "
-                  f"{base['p90_ms']:.3f}) at batch {timing['batch']}, {timing['repeats']} interleaved runs per model "
-                  f"after {timing['warmup']} warm-up. Latency ratio = model median / original median from the same "
-                  f"run; p10–p90 are the model's percentiles over the same original median.", ""]
+                  f"{base['p90_ms']:.3f}) at batch {timing['batch']}; {timing['repeats']} timed runs per model and "
+                  f"order after {timing['warmup']} warm-up. p10–p90: the model's percentiles over the original's "
+                  f"median.", ""]
     header = ["method", "k", "blocks dropped", "recovery", "calibration", metric]
     header += ["top-5 agreement"] if has_top5 else []
     header += ["latency ratio", "p10–p90", "accelerate s"]
@@ -165,11 +165,13 @@ def write_markdown(results: dict, path: Path) -> None:
     lines = ["# graphopt benchmark results", "",
              f"Regenerate with `{results['command']}` (after `bash tools/install_bench_data.sh`). "
              f"Generated {env['generated']} at commit {env['commit'] or 'unknown'}.", "",
-             f"Machine: {env['cpu']}, {env['logical_cpus']} logical CPUs, {env['threads']} runtime threads; "
+             f"Machine: {env['cpu']}, {env['logical_cpus']} logical CPUs, {env['threads']} runtime thread(s); "
              f"{env['runtime']}; Python {env['python']}, onnx {env['onnx']}, torch {env['torch']}, "
              f"numpy {env['numpy']}; {env['os']}.", "",
-             "Every latency is measured side by side with the original in one interleaved run, and the original is "
-             "timed twice (`original-repeat`) to show the noise floor of a ratio. One runtime thread by default: on "
+             "Every latency ratio comes from two interleaved runs of the model against the original, one in each "
+             "order (geometric mean of the two median ratios): with many models in one interleaved run the model "
+             "leading each round read up to 7% slower here. `original-repeat` times the original against itself, "
+             "the noise floor of a ratio. One runtime thread by default: on "
              "a shared 2-core machine a second thread spins while another process holds the core. Rows with no "
              "recovery are the training-free baselines (`tools/baselines.py`): `random` draws k droppable blocks, "
              "`last-per-stage` drops the last droppable block of each stage, `proxy` drops the k blocks whose "
@@ -207,7 +209,7 @@ def write_plot(results: dict, path: Path) -> None:
 
 
 def run_bench(bench: Bench, args: argparse.Namespace) -> dict:
-    """All rows of one bench, timed in a single interleaved run so every ratio shares one original."""
+    """All rows of one bench: baselines, then accelerate rows when asked, each timed against the same original."""
     original = load_model(bench.model_path())
     variants = baseline_variants(original, args.k, args.seeds)
     if args.accelerate:
