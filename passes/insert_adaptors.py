@@ -32,7 +32,7 @@ class InsertAdaptors(GraphPass):
                 if tensor is gap:
                     node.inputs[i] = adapted
         for node in readers:
-            if node.op == "Conv" and node.attrs.get("group", 1) == 1 or node.op in ("MatMul", "Gemm"):
+            if (node.op == "Conv" and node.attrs.get("group", 1) == 1) or node.op in ("MatMul", "Gemm"):
                 if node.inputs[0] is adapted:
                     node.inputs[0] = self._adaptor(graph, adapted)
         return PassResult(graph, changed=True)
