@@ -102,7 +102,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_accelerate(args: argparse.Namespace) -> int:
     from graphopt.pipeline import accelerate
-    from graphopt.report import emit_json, table
+    from graphopt.report import table
     _check_writable(args.output, args.model)
     if args.report:
         _check_writable(args.report, args.model)

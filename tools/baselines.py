@@ -181,20 +181,13 @@ def measure_rows(bench: Bench, original: onnx.ModelProto, variants: list[tuple[d
 
 
 def paired_timing(backend: LatencyBackend, original: onnx.ModelProto, model: onnx.ModelProto) -> dict:
-    """Latency of `model` relative to the original from two interleaved runs, original first then model first.
-
-    With many models in one interleaved run, whichever model leads each round ran measurably slower here (an
-    original timed against itself among 19 models read 0.93); pairs in both orders cancel such order effects.
-    The ratio is the geometric mean of the two runs' median ratios; p10/p90 are the model's percentiles over the
-    original's median, averaged over the two runs.
-    """
-    base_first, model_second = backend.measure_many([original, model])
-    model_first, base_second = backend.measure_many([model, original])
-    runs = [(model_second, base_first), (model_first, base_second)]
-    return {"latency": model_second.to_dict(),
-            "latency_ratio": float(np.sqrt(np.prod([m.median_ms / b.median_ms for m, b in runs]))),
-            "ratio_p10": float(np.mean([m.p10_ms / b.median_ms for m, b in runs])),
-            "ratio_p90": float(np.mean([m.p90_ms / b.median_ms for m, b in runs]))}
+    """Latency of `model` relative to the original, the two timed in one interleaved run (graphopt's backend
+    alternates which goes first, so neither carries the first-of-a-round slowdown); p10/p90 over the original's
+    median."""
+    comparison = backend.compare(original, model)
+    base, other = comparison.base, comparison.other
+    return {"latency": other.to_dict(), "latency_ratio": comparison.ratio,
+            "ratio_p10": other.p10_ms / base.median_ms, "ratio_p90": other.p90_ms / base.median_ms}
 
 
 def _self_timing(backend: LatencyBackend, original: onnx.ModelProto) -> dict:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import warnings
 from pathlib import Path
@@ -64,17 +63,6 @@ def export_torchscript(model, example, path: Path) -> onnx.ModelProto:
     exported = onnx.load(str(path))
     path.unlink()
     return exported
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name, for result files."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_cli(main: Callable[[list[str] | None], int]) -> None:

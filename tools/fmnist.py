@@ -25,8 +25,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from graphopt.errors import GraphoptError
+from graphopt.machine import cpu_name
 from graphopt.model_io import save_model
-from tools.bench_common import BenchDataMissing, cache_dir, cpu_model, export_torchscript, predict, run_cli
+from tools.bench_common import BenchDataMissing, cache_dir, export_torchscript, predict, run_cli
 
 DATA_DIR = Path(os.environ.get("GRAPHOPT_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -199,7 +200,7 @@ def train_teacher(threads: int = 1, log: Callable[[str], None] = print) -> dict:
               "classes": list(CLASSES), "test_top1": onnx_top1, "test_top1_torch": torch_top1,
               "train_seconds": round(train_seconds, 1), "train_cpu_seconds": round(cpu_seconds, 1),
               "train_threads": threads,
-              "cpu": cpu_model(), "torch": torch.__version__}
+              "cpu": cpu_name(), "torch": torch.__version__}
     record_path.write_text(json.dumps(record, indent=2))
     return record
 

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
@@ -23,27 +24,32 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from graphopt.blocks import find_blocks
 from graphopt.errors import GraphoptError
+from graphopt.machine import cpu_name
 from graphopt.model_io import load_model
 from tools.baselines import BENCHES, Bench, baseline_variants, get_bench, measure_rows
-from tools.bench_common import cpu_model, run_cli
+from tools.bench_common import run_cli
 
 COMMAND = "python -m tools.make_results"
 REPO = Path(__file__).resolve().parent.parent
 MARKERS = {"original": "*", "original-repeat": "x", "random": "o", "last-per-stage": "s", "proxy": "^",
-           "accelerate": "D"}
+           "accelerate": "D", "random + recovery": "v"}
 
 
 # --------------------------------------------------------------------------- accelerate rows (hook)
 
 def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int], seeds: list[int],
-                        targets: list[float], threads: int | None, overrides: dict,
+                        targets: list[float], threads: int | None, overrides: dict, random_recovered: bool = True,
                         log: Callable[[str], None] = print) -> list[tuple[dict, onnx.ModelProto]]:
     """Models from graphopt.accelerate, one per calibration size x seed x target, with their Row fields.
 
     accelerate gets the folder a user would hand it, the bench's preprocessing preset and resize policy, the same
     runtime threads as the table's timing, and any `overrides` (AccelerateSettings fields). Its own latency and
     agreement go to the row's `extra`; the table's ratio comes from the shared interleaved run.
+
+    With `random_recovered`, each accelerate row gets a twin: as many blocks drawn at random (seeded by the
+    calibration seed) and the same recovery (`accelerate(blocks=...)`), which isolates what block choice is worth.
     """
     from graphopt.pipeline import accelerate
 
@@ -67,6 +73,16 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
                                             "own_latency_ratio": report["latency"]["ratio"],
                                             "held_out_agreement": report["agreement_top1"],
                                             "seconds": report["seconds"]}}, result.model))
+                if random_recovered:
+                    droppable = [b.id for b in find_blocks(original) if b.droppable]
+                    drawn = sorted(random.Random(seed).sample(droppable, len(report["dropped"])), key=droppable.index)
+                    twin = accelerate(original, folder, blocks=drawn, threads=threads, preprocess=preprocess,
+                                      quiet=True, **overrides)
+                    log(f"[{bench.name}] random + recovery: {size} images, seed {seed}: {','.join(drawn)}")
+                    variants.append(({"method": "random + recovery", "dropped": drawn, "k": len(drawn), "seed": seed,
+                                      "recovery": "feature mimicking", "calibration": f"{size} images",
+                                      "extra": {"target_latency": target, "settings": overrides,
+                                                "held_out_agreement": twin.report["agreement_top1"]}}, twin.model))
     return variants
 
 
@@ -93,7 +109,7 @@ def machine(threads: int | None) -> dict:
                                 text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
+    return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": threads,
             "runtime": f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
             "python": platform.python_version(), "os": platform.platform(), "onnx": onnx.__version__,
             "torch": torch.__version__, "numpy": np.__version__, "commit": commit,
@@ -215,7 +231,7 @@ def run_bench(bench: Bench, args: argparse.Namespace) -> dict:
     if args.accelerate:
         variants += accelerate_variants(bench, original, args.calib_sizes or list(bench.calib_sizes),
                                         args.calib_seeds, args.targets, args.threads,
-                                        dict(_setting(t) for t in args.accelerate_set))
+                                        dict(_setting(t) for t in args.accelerate_set), args.random_recovered)
     rows = measure_rows(bench, original, variants, args.threads)
     return {"title": bench.title, "metric": bench.metric, "model": bench.model_record(),
             "preprocessing": bench.preprocessing, "timing": {k: v for k, v in vars(bench.timing).items()
@@ -238,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="accelerate latency targets, as ratios to the original")
     parser.add_argument("--accelerate-set", action="append", default=[], metavar="KEY=VALUE",
                         help="accelerate setting, e.g. recover_iterations=100 (repeatable)")
+    parser.add_argument("--no-random-recovered", dest="random_recovered", action="store_false",
+                        help="skip the random-blocks-with-the-same-recovery twin of each accelerate row")
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs")
     args = parser.parse_args(argv)
     if not args.out_dir.is_dir():
