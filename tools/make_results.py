@@ -184,9 +184,9 @@ def write_markdown(results: dict, path: Path) -> None:
              f"Machine: {env['cpu']}, {env['logical_cpus']} logical CPUs, {env['threads']} runtime thread(s); "
              f"{env['runtime']}; Python {env['python']}, onnx {env['onnx']}, torch {env['torch']}, "
              f"numpy {env['numpy']}; {env['os']}.", "",
-             "Every latency ratio comes from two interleaved runs of the model against the original, one in each "
-             "order (geometric mean of the two median ratios): with many models in one interleaved run the model "
-             "leading each round read up to 7% slower here. `original-repeat` times the original against itself, "
+             "Every latency ratio comes from one interleaved run of the model against the original in which the "
+             "order alternates each round (the model leading a round read up to 7% slower here). "
+             "`original-repeat` times the original against itself, "
              "the noise floor of a ratio. One runtime thread by default: on "
              "a shared 2-core machine a second thread spins while another process holds the core. Rows with no "
              "recovery are the training-free baselines (`tools/baselines.py`): `random` draws k droppable blocks, "
@@ -196,7 +196,9 @@ def write_markdown(results: dict, path: Path) -> None:
              "seeds 0-2) and `python -m tools.effnet_lite calib`. Plot: `results.png`; raw rows: `results.json`.",
              ""]
     for result in results["benches"].values():
-        lines += bench_markdown(result)
+        section = bench_markdown(result)
+        made = f"Section made by `{result.get('command', COMMAND)}`, {result.get('generated', env['generated'])}."
+        lines += [*section[:2], made, "", *section[2:]]
     path.write_text("\n".join(lines))
 
 
@@ -261,8 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out_dir.is_dir():
         raise GraphoptError(f"output folder {args.out_dir} does not exist")
     command = " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)])
-    results = {"command": command, "machine": machine(args.threads),
-               "benches": {name: run_bench(get_bench(name), args) for name in args.bench}}
+    env = machine(args.threads)
+    # benches not asked for keep their previous section, so one slow bench need not be rerun with a fast one
+    previous = args.out_dir / "results.json"
+    benches = json.loads(previous.read_text())["benches"] if previous.is_file() else {}
+    for name in args.bench:
+        benches[name] = {**run_bench(get_bench(name), args), "command": command,
+                         "generated": f"{env['generated']}, commit {env['commit'] or 'unknown'}"}
+    results = {"command": COMMAND, "machine": env, "benches": benches}
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=2))
     write_markdown(results, args.out_dir / "results.md")
     write_plot(results, args.out_dir / "results.png")
