@@ -50,7 +50,8 @@ def score_blocks(model: onnx.ModelProto, blocks: list[Block], features: list[str
         fit_inputs = fit[student.cut].to(device()) if student.cut in fit else train.to(device())
         held_inputs = score[student.cut].to(device()) if student.cut in score else held.to(device())
         params = student.parameters(set(student.adaptors))
-        batches = minibatches(fit_inputs, fit_targets, settings.batch_size, torch.Generator().manual_seed(settings.seed))
+        generator = torch.Generator().manual_seed(settings.seed)
+        batches = minibatches(fit_inputs, fit_targets, settings.batch_size, generator)
         result = mimic(student.forward, params, batches, (held_inputs, held_targets), settings,
                        desc=f"  {block.id}", quiet=quiet)
         scores[block.id] = Recoverability(block.id, result.error_before, result.error_after, result.steps,

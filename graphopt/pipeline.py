@@ -6,7 +6,7 @@ import os
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +57,10 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     accelerated model and the report; with `output` the model is also written (atomically) after verification.
     """
     settings = settings or AccelerateSettings()
-    for key, value in overrides.items():
-        if not hasattr(settings, key):
-            raise GraphoptError(f"unknown setting '{key}'")
-        setattr(settings, key, value)
+    unknown = [key for key in overrides if not hasattr(settings, key)]
+    if unknown:
+        raise GraphoptError(f"unknown setting(s): {', '.join(unknown)}")
+    settings = replace(settings, **overrides)  # the caller's settings object stays as it was
     _check_settings(settings)
     if engine is not None and settings.runtime != "tensorrt":
         raise GraphoptError("--engine writes a TensorRT engine: it needs --runtime tensorrt")
@@ -79,8 +79,9 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         if not droppable:
             raise GraphoptError("the model has no droppable residual blocks: nothing to accelerate")
         features = feature_tensors(original, settings.feature_tensor)
-    backend = get_backend(settings.runtime, TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds),
-                          threads=settings.threads, precision=settings.precision, calibration=calibration)
+    timing = TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds)
+    backend = get_backend(settings.runtime, timing, threads=settings.threads, precision=settings.precision,
+                          calibration=calibration)
     with stages("latency table"):
         _say(quiet, f"timing {len(droppable)} droppable blocks on {backend.name} at batch {settings.batch}")
         table = latency_table(backend, original, droppable, quiet)
@@ -103,7 +104,8 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         from graphopt.calibration.mimic import MimicSettings
         from graphopt.calibration.recovery import recover
         pruned = drop_blocks(original, [b.id for b in selection.blocks], blocks)
-        mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size, settings.lr, seed=settings.seed)
+        mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size, settings.lr,
+                                       seed=settings.seed)
         recovered = recover(original, pruned, selection.blocks, features, train, held.tensors(), mimic_settings,
                             settings.threads, quiet, blocks=blocks)
     with stages("verify"):

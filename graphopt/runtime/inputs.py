@@ -64,5 +64,6 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
                 raise ValueError
             shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
-            raise GraphoptError(f"bad --input-shape '{spec}': expected NAME:D0xD1x... such as input:1x3x224x224") from None
+            raise GraphoptError(f"bad --input-shape '{spec}': expected NAME:D0xD1x... such as "
+                                f"input:1x3x224x224") from None
     return shapes

@@ -17,7 +17,8 @@ def make_session(model: onnx.ModelProto, threads: int | None = None, provider: s
     """An inference session with full graph optimisation, as a deployment would use."""
     wanted = PROVIDERS[provider]
     if wanted not in ort.get_available_providers():
-        raise GraphoptError(f"onnxruntime here has no {wanted} (available: {', '.join(ort.get_available_providers())}); "
+        available = ", ".join(ort.get_available_providers())
+        raise GraphoptError(f"onnxruntime here has no {wanted} (available: {available}); "
                             f"install onnxruntime-gpu for CUDA")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
