@@ -3,7 +3,7 @@ stopping on held-out calibration images. Shared by recoverability (adaptors only
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -73,6 +73,24 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
         for p, saved in zip(params, best_state):
             p.copy_(saved)
     return MimicResult(before, best, step)
+
+
+def choose_lr(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[torch.nn.Parameter],
+              batches: Iterator[Batch], held: Batch, settings: MimicSettings, candidates: tuple[float, ...],
+              quiet: bool = False) -> float:
+    """The candidate learning rate whose short run (a tenth of the iterations) from the same start ends with the
+    lowest held-out error. Measured: a small Fashion-MNIST ResNet wants 5e-4, ImageNet EfficientNet-Lite0 1e-4
+    (at 5e-4 it overfits 64 crops and loses agreement), so no single default serves both."""
+    start = [p.detach().clone() for p in params]
+    probe = replace(settings, iterations=max(settings.eval_every, settings.iterations // 10), patience=10 ** 6)
+    errors = {}
+    for lr in candidates:
+        errors[lr] = mimic(forward, params, batches, held, replace(probe, lr=lr), desc=f"lr {lr:g}",
+                           quiet=quiet).error_after
+        with torch.no_grad():
+            for param, saved in zip(params, start):
+                param.copy_(saved)
+    return min(errors, key=errors.get)
 
 
 def _mixed_precision(forward: Callable[[torch.Tensor], list[torch.Tensor]]

@@ -8,7 +8,7 @@ mode). Each epoch sees a fresh seeded augmentation of the calibration images.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import onnx
 import torch
@@ -16,7 +16,7 @@ import torch
 from graphopt.blocks import Block
 from graphopt.calibration.bridge import write_back
 from graphopt.calibration.dataset import CalibrationSet
-from graphopt.calibration.mimic import Batch, MimicResult, MimicSettings, mimic, minibatches
+from graphopt.calibration.mimic import Batch, MimicResult, MimicSettings, choose_lr, mimic, minibatches
 from graphopt.calibration.student import Student, build_student, device
 from graphopt.calibration.teacher import Teacher
 from graphopt.runtime.inputs import runtime_inputs
@@ -27,12 +27,15 @@ class Recovered:
     model: onnx.ModelProto  # the pruned model with trained weights written back
     result: MimicResult
     student: Student
+    lr: float
 
 
 def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Block], features: list[str],
             train: CalibrationSet, held: torch.Tensor, settings: MimicSettings, threads: int | None = None,
-            quiet: bool = False, blocks: list[Block] | None = None) -> Recovered:
-    """`dropped` and `blocks` (every block of the original, for earlier cuts) come in graph order."""
+            quiet: bool = False, blocks: list[Block] | None = None, lr_candidates: tuple[float, ...] = ()
+            ) -> Recovered:
+    """`dropped` and `blocks` (every block of the original, for earlier cuts) come in graph order. With
+    `lr_candidates`, short probes pick the learning rate (see `choose_lr`) and `settings.lr` is ignored."""
     outputs = [o.name for o in pruned.graph.output]
     for cut in _cuts(original, dropped, blocks or dropped):
         student = build_student(pruned, cut, features, extra_outputs=outputs)
@@ -42,11 +45,14 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Bl
     from_input = student.cut in {v.name for v in runtime_inputs(original)}
     teacher = Teacher(original, features if from_input else [student.cut, *features], threads)
     held_batch = _student_batch(teacher, held, student.cut, features)
-    result = mimic(student.forward, params, _epochs(teacher, train, student.cut, features, settings), held_batch,
-                   settings, desc="recovery", quiet=quiet)
+    batches = _epochs(teacher, train, student.cut, features, settings)
+    if lr_candidates:
+        settings = replace(settings, lr=choose_lr(student.forward, params, batches, held_batch, settings,
+                                                  lr_candidates, quiet))
+    result = mimic(student.forward, params, batches, held_batch, settings, desc="recovery", quiet=quiet)
     for param in params:
         param.requires_grad_(False)
-    return Recovered(write_back(pruned, student.graph), result, student)
+    return Recovered(write_back(pruned, student.graph), result, student, settings.lr)
 
 
 def _cuts(original: onnx.ModelProto, dropped: list[Block], blocks: list[Block]) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from graphopt import __version__
 from graphopt.errors import GraphoptError
 from graphopt.runtime.base import TimingSettings
-from graphopt.settings import AccelerateSettings
+from graphopt.settings import LR_CANDIDATES, AccelerateSettings
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="adaptor steps per block (at most)")
     train.add_argument("--recover-iterations", type=int, default=defaults.recover_iterations,
                        help="recovery steps (at most)")
-    train.add_argument("--lr", type=float, default=defaults.lr, help="recovery learning rate (adaptors use 10x)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="recovery learning rate (default: short probes pick from "
+                            f"{', '.join(f'{lr:g}' for lr in LR_CANDIDATES)} by held-out feature error)")
     train.add_argument("--cache-dir", help="recoverability cache (default ~/.cache/graphopt or $GRAPHOPT_CACHE_DIR)")
     train.add_argument("--no-cache", action="store_true", help="recompute recoverability scores")
     _add_latency_options(p)

@@ -22,7 +22,7 @@ from graphopt.model_io import load_model, save_model
 from graphopt.passes import DropBlocks, drop_blocks, select_blocks
 from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
 from graphopt.selection import check_reachable, latency_table, select
-from graphopt.settings import AccelerateSettings
+from graphopt.settings import ADAPTOR_LR, LR_CANDIDATES, AccelerateSettings
 
 
 @dataclass
@@ -104,10 +104,11 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         from graphopt.calibration.mimic import MimicSettings
         from graphopt.calibration.recovery import recover
         pruned = drop_blocks(original, [b.id for b in selection.blocks], blocks)
-        mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size, settings.lr,
-                                       seed=settings.seed)
+        mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
+                                       settings.lr or LR_CANDIDATES[0], seed=settings.seed)
         recovered = recover(original, pruned, selection.blocks, features, train, held.tensors(), mimic_settings,
-                            settings.threads, quiet, blocks=blocks)
+                            settings.threads, quiet, blocks=blocks,
+                            lr_candidates=() if settings.lr else LR_CANDIDATES)
     with stages("verify"):
         agreement = _verify(original, recovered, held.tensors(), settings.threads)
     with stages("final latency"):
@@ -136,7 +137,8 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         "dropped": [b.id for b in selection.blocks],
         "latency": final.to_dict(),
         "feature_error": {"before_recovery": recovered.result.error_before,
-                          "after_recovery": recovered.result.error_after, "steps": recovered.result.steps},
+                          "after_recovery": recovered.result.error_after, "steps": recovered.result.steps,
+                          "lr": recovered.lr},
         "agreement_top1": agreement,
         "output": str(output) if output is not None else None,
         "engine": str(engine) if engine is not None else None,
@@ -190,7 +192,7 @@ def _recoverability(original, droppable: list[Block], features, train, held, set
     from graphopt.calibration.mimic import MimicSettings
     from graphopt.calibration.recoverability import score_blocks
     key = cache_key(original.SerializeToString(), train.fingerprint(), held.fingerprint(), __version__,
-                    {"features": features, "iterations": settings.score_iterations, "lr": settings.lr,
+                    {"features": features, "iterations": settings.score_iterations, "lr": ADAPTOR_LR,
                      "batch_size": settings.batch_size, "seed": settings.seed})
     cache = ScoreCache(None if not settings.use_cache else Path(settings.cache_dir) if settings.cache_dir
                        else default_dir())
@@ -200,7 +202,7 @@ def _recoverability(original, droppable: list[Block], features, train, held, set
         return hit, True
     # adaptors start at identity and have few weights: a larger step, and a short patience since the held-out
     # error of a tiny set settles within a few dozen steps
-    mimic = MimicSettings(settings.score_iterations, settings.batch_size, settings.lr * 10, eval_every=10, patience=2,
+    mimic = MimicSettings(settings.score_iterations, settings.batch_size, ADAPTOR_LR, eval_every=10, patience=2,
                           seed=settings.seed)
     scores = score_blocks(original, droppable, features, train.tensors(), held.tensors(), mimic, settings.threads,
                           quiet)

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from graphopt.runtime.base import TimingSettings
 
 
+LR_CANDIDATES = (5e-4, 1e-4)
+ADAPTOR_LR = 1e-3
+
+
 @dataclass
 class AccelerateSettings:
     """Everything that shapes the result; recorded in the report."""
@@ -25,8 +29,8 @@ class AccelerateSettings:
     holdout: float = 0.2
     seed: int = 0
     score_iterations: int = 60
-    recover_iterations: int = 300
-    lr: float = 5e-4  # Adam; measured on Fashion-MNIST: 1e-4 under-trains in a few hundred steps
+    recover_iterations: int = 250
+    lr: float | None = None  # recovery's Adam rate; None: probe LR_CANDIDATES and keep the best on held-out images
     batch_size: int = 32
     preprocess: dict = field(default_factory=dict)  # size, norm, mean, std, bgr, resize
     cache_dir: str | None = None

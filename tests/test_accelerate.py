@@ -17,6 +17,7 @@ from graphopt.errors import GraphoptError
 from graphopt.features import feature_tensors
 from graphopt.passes import drop_blocks
 from graphopt.pipeline import accelerate
+from graphopt.settings import LR_CANDIDATES
 from tests import zoo
 from tests.helpers import assert_close, run_onnx
 
@@ -49,6 +50,7 @@ def test_cli_accelerate_writes_verified_model_and_report(tiny, tmp_path, capsys)
     assert report["ranking"][:2] == sorted(report["ranking"][:2], key=report["ranking"].index)
     assert report["latency"]["base"]["runs"] == 3 and report["latency"]["ratio"] > 0
     assert report["feature_error"]["after_recovery"] <= report["feature_error"]["before_recovery"]
+    assert report["feature_error"]["lr"] in LR_CANDIDATES  # picked by the probes, no --lr given
     assert 0 <= report["agreement_top1"] <= 1
     assert {"load", "latency table", "recoverability", "selection", "recovery", "verify"} <= set(report["seconds"])
     assert report["versions"]["onnxruntime"] and report["calibration"]["images"] == 12
