@@ -20,6 +20,7 @@ from graphopt.errors import GraphoptError
 from graphopt.runtime import TimingSettings, get_backend
 from graphopt.runtime.inputs import random_inputs
 from graphopt.runtime.tensorrt import profile_shapes, require_gpu, write_atomic
+from tests import zoo
 from tests.helpers import assert_close, run_onnx
 
 
@@ -37,24 +38,8 @@ def _missing() -> str | None:
 MISSING = _missing()
 
 
-class TinyResNet(torch.nn.Module):
-    """A stem, one residual block and a classifier: the shape of model graphopt works on, small enough for CI."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
-        self.branch = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
-                                          torch.nn.Conv2d(8, 8, 3, padding=1))
-        self.head = torch.nn.Linear(8, 5)
-
-    def forward(self, x):
-        x = self.stem(x)
-        return self.head(torch.relu(x + self.branch(x)).mean((2, 3)))
-
-
 def _export(path, dynamic_axes):
-    torch.manual_seed(0)
-    torch.onnx.export(TinyResNet().eval(), torch.zeros(2, 3, 32, 32), str(path), dynamo=False, opset_version=17,
+    torch.onnx.export(zoo.tiny_resnet(), torch.zeros(2, 3, 32, 32), str(path), dynamo=False, opset_version=17,
                       input_names=["pixels"], output_names=["logits"], dynamic_axes=dynamic_axes)
     return path
 
