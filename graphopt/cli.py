@@ -116,6 +116,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         precision=args.precision, batch=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
         min_seconds=args.min_seconds, feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
         score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
+        batch_size=args.batch_size,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet, engine=args.engine)
     report = result.report
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="adaptor steps per block (at most)")
     train.add_argument("--recover-iterations", type=int, default=defaults.recover_iterations,
                        help="recovery steps (at most)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
     train.add_argument("--lr", type=float, default=None,
                        help="recovery learning rate (default: short probes pick from "
                             f"{', '.join(f'{lr:g}' for lr in LR_CANDIDATES)} by held-out feature error)")

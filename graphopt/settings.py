@@ -31,7 +31,7 @@ class AccelerateSettings:
     score_iterations: int = 60
     recover_iterations: int = 250
     lr: float | None = None  # recovery's Adam rate; None: probe LR_CANDIDATES and keep the best on held-out images
-    batch_size: int = 32
+    batch_size: int = 16  # images per training step; cost follows images seen (batch x steps), measured
     preprocess: dict = field(default_factory=dict)  # size, norm, mean, std, bgr, resize
     cache_dir: str | None = None
     use_cache: bool = True
