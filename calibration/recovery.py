@@ -42,8 +42,7 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Bl
         params = student.parameters(student.feature_weights())
         if params:
             break
-    from_input = student.cut in {v.name for v in runtime_inputs(original)}
-    teacher = Teacher(original, features if from_input else [student.cut, *features], threads)
+    teacher = Teacher(original, [student.cut, *features], threads)
     held_batch = _student_batch(teacher, held, student.cut, features)
     batches = _epochs(teacher, train, student.cut, features, settings)
     if lr_candidates:
@@ -65,8 +64,7 @@ def _cuts(original: onnx.ModelProto, dropped: list[Block], blocks: list[Block]) 
 
 def _student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: list[str]) -> Batch:
     values = teacher(images)
-    inputs = values[cut] if cut in values else images
-    return inputs.to(device()), [values[f].to(device()) for f in features]
+    return values[cut].to(device()), [values[f].to(device()) for f in features]
 
 
 def _epochs(teacher: Teacher, train: CalibrationSet, cut: str, features: list[str],

@@ -14,13 +14,14 @@ class Teacher:
     """Runs the frozen original once per batch of images and hands back the named tensors as torch tensors.
 
     onnxruntime is faster than the converted PyTorch graph for pure inference, and the teacher never trains.
+    The result also holds the images under the graph input's name, so a student cut at the input is fed alike.
     """
 
     def __init__(self, model: onnx.ModelProto, names: list[str], threads: int | None = None, batch_size: int = 32):
-        self.names = list(dict.fromkeys(names))
-        self.session = make_session(with_outputs(model, self.names), threads)
         value = runtime_inputs(model)[0]
         self.input = value.name
+        self.names = [name for name in dict.fromkeys(names) if name != self.input]
+        self.session = make_session(with_outputs(model, self.names), threads)
         first = value.type.tensor_type.shape.dim[0] if value.type.tensor_type.shape.dim else None
         self.batch_size = first.dim_value if first is not None and first.dim_value > 0 else batch_size
 
@@ -31,4 +32,4 @@ class Teacher:
             values = self.session.run(self.names, {self.input: data[start:start + self.batch_size]})
             for name, value in zip(self.names, values):
                 chunks[name].append(value)
-        return {name: torch.from_numpy(np.concatenate(parts)) for name, parts in chunks.items()}
+        return {self.input: images, **{name: torch.from_numpy(np.concatenate(parts)) for name, parts in chunks.items()}}

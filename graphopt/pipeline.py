@@ -23,6 +23,7 @@ from graphopt.passes import DropBlocks, drop_blocks, select_blocks
 from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
 from graphopt.selection import check_reachable, latency_table, select
 from graphopt.settings import ADAPTOR_LR, LR_CANDIDATES, AccelerateSettings
+from graphopt.shapes import infer_shapes
 
 
 @dataclass
@@ -74,11 +75,12 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         calibration = load_calibration(calib, original, **settings.preprocess)
         train, held = calibration.split(settings.holdout, settings.seed)
     with stages("blocks"):
-        blocks = find_blocks(original)
+        shapes = infer_shapes(original)
+        blocks = find_blocks(original, shapes)
         droppable = [b for b in blocks if b.droppable]
         if not droppable:
             raise GraphoptError("the model has no droppable residual blocks: nothing to accelerate")
-        features = feature_tensors(original, settings.feature_tensor)
+        features = feature_tensors(original, settings.feature_tensor, shapes)
     timing = TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds)
     backend = get_backend(settings.runtime, timing, threads=settings.threads, precision=settings.precision,
                           calibration=calibration)
@@ -216,7 +218,6 @@ def _verify(original: onnx.ModelProto, recovered, images, threads) -> float | No
     agreement with the original on the held-out images (None when the output is not a class score vector)."""
     import torch
     from graphopt.calibration.teacher import Teacher
-    from graphopt.runtime.inputs import runtime_inputs
     model = recovered.model
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -224,12 +225,10 @@ def _verify(original: onnx.ModelProto, recovered, images, threads) -> float | No
         raise GraphoptError(f"internal error: the accelerated model fails onnx.checker: {exc}") from None
     outputs = [o.name for o in model.graph.output]
     student = recovered.student
-    from_input = student.cut in {v.name for v in runtime_inputs(original)}
     ours = Teacher(model, outputs, threads)(images)
-    reference = Teacher(original, outputs if from_input else [*outputs, student.cut], threads)(images)
-    inputs = reference[student.cut] if student.cut in reference else images
+    reference = Teacher(original, [*outputs, student.cut], threads)(images)
     with torch.no_grad():
-        trained = student.outputs(inputs)
+        trained = student.outputs(reference[student.cut])
     for name in outputs:
         expected = trained[name].cpu().numpy()
         scale = max(1.0, float(np.abs(expected).max()))

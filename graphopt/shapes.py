@@ -21,17 +21,27 @@ def fix_dynamic_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto
     return fixed
 
 
+def typed(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model with value_info for its intermediate tensors (symbolic dims kept)."""
+    try:
+        return shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # best effort: an op shape inference does not know must not stop analysis
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+
+
+def value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Every typed tensor of the graph: inputs, intermediate value_info and outputs, by name."""
+    graph = model.graph
+    return {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
+
+
 def infer_shapes(model: onnx.ModelProto, batch: int = 1) -> dict[str, Shape | None]:
     """Map every tensor name to its static shape at `batch`, or None where inference cannot tell."""
-    fixed = fix_dynamic_batch(model, batch)
-    try:
-        inferred = shape_inference.infer_shapes(fixed, data_prop=True)
-    except Exception:  # inference is best-effort: an unknown custom op must not break analysis
-        inferred = fixed
+    inferred = typed(fix_dynamic_batch(model, batch))
     graph = inferred.graph
-    shapes: dict[str, Shape | None] = {}
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        shapes[value.name] = _static(value)
+    shapes: dict[str, Shape | None] = {name: _static(value) for name, value in value_infos(inferred).items()}
     for init in graph.initializer:
         shapes[init.name] = tuple(init.dims)
     for node in graph.node:

@@ -2,28 +2,15 @@
 from __future__ import annotations
 
 import onnx
-from onnx import shape_inference
 
 from graphopt.errors import GraphoptError
-
-
-def typed(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with value_info for its intermediate tensors (symbolic batch kept)."""
-    try:
-        return shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # best effort: an op shape inference does not know must not stop us
-        return model
-
-
-def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    graph = model.graph
-    return {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
+from graphopt.shapes import typed, value_infos
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """A copy whose graph also outputs the tensors `names` (after its own outputs, duplicates skipped)."""
     out = typed(model)
-    infos = _value_infos(out)
+    infos = value_infos(out)
     present = {o.name for o in out.graph.output}
     for name in names:
         if name in present:

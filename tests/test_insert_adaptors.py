@@ -6,7 +6,7 @@ import pytest
 from graphopt.blocks import find_blocks
 from graphopt.passes import apply_passes, drop_blocks
 from graphopt.passes.insert_adaptors import ADAPTOR_PREFIX, InsertAdaptors
-from graphopt.subgraph import typed
+from graphopt.shapes import typed
 from tests import zoo
 from tests.helpers import assert_close, run_onnx
 
