@@ -30,14 +30,14 @@ class Student:
     adaptors: list[str]  # initializer names of temporary adaptors, if any
     onnx_model: onnx.ModelProto  # the ONNX model that was converted
 
-    def forward(self, inputs: torch.Tensor) -> list[torch.Tensor]:
-        """Feature tensors for `inputs` (values of the cut tensor)."""
-        outputs = self.graph.module(inputs.to(device()))
-        return [outputs[self.graph.outputs.index(name)] for name in self.features]
-
     def outputs(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        values = self.graph.module(inputs.to(device()))
-        return dict(zip(self.graph.outputs, values))
+        """Every tensor the student returns, by ONNX name, for `inputs` (values of the cut tensor)."""
+        return dict(zip(self.graph.outputs, self.graph.module(inputs.to(device()))))
+
+    def forward(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """The feature tensors, in the order of `features`."""
+        outputs = self.outputs(inputs)
+        return [outputs[name] for name in self.features]
 
     def parameters(self, initializers: set[str]) -> list[torch.nn.Parameter]:
         """The trainable parameters holding the given initializers; everything else is frozen."""
@@ -71,7 +71,7 @@ class Student:
         return used
 
 
-def build_student(model: onnx.ModelProto, cut: str, features: list[str], extra_outputs: list[str] = (),
+def build_student(model: onnx.ModelProto, cut: str, features: list[str], extra_outputs: tuple[str, ...] | list[str] = (),
                   adaptors_at: str | None = None) -> Student:
     """Convert the part of `model` after `cut` that computes `features` (and `extra_outputs`)."""
     outputs = list(dict.fromkeys([*features, *extra_outputs]))
