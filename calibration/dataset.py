@@ -51,14 +51,31 @@ class CalibrationSet:
         return self.preprocess.augment(self.data, generator) if self.preprocess else self.data
 
     def split(self, holdout_fraction: float, seed: int = 0) -> tuple[CalibrationSet, CalibrationSet]:
-        """(train, held-out) by file, at least one sample in each; the same seed gives the same split."""
+        """(train, held-out) by source file, at least one file in each; the same seed gives the same split.
+
+        Files with identical contents count as one source (a copy under another name never lands on both sides),
+        so agreement measured on the held-out side is on images training never saw.
+        """
         if not 0 < holdout_fraction < 1:
             raise GraphoptError(f"held-out fraction must be between 0 and 1, got {holdout_fraction}")
-        if len(self) < 2:
-            raise GraphoptError(f"need at least 2 calibration samples to hold some out, have {len(self)}")
-        held = min(len(self) - 1, max(1, round(len(self) * holdout_fraction)))
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        return self._subset(order[held:]), self._subset(order[:held])
+        sources: dict[str, list[int]] = {}
+        for index, digest in enumerate(self.digests):
+            sources.setdefault(digest, []).append(index)
+        groups = list(sources.values())
+        if len(groups) < 2:
+            raise GraphoptError(f"need at least 2 distinct calibration files to hold some out, have {len(groups)}")
+        held = min(len(groups) - 1, max(1, round(len(groups) * holdout_fraction)))
+        order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
+        members = [torch.tensor([i for g in chosen for i in groups[g]]) for chosen in (order[held:], order[:held])]
+        return self._subset(members[0]), self._subset(members[1])
+
+    def sources(self) -> int:
+        """Distinct source files (identical contents counted once)."""
+        return len(set(self.digests))
+
+    def head(self, count: int) -> CalibrationSet:
+        """The first `count` samples (all of them when there are fewer)."""
+        return self._subset(torch.arange(min(count, len(self))))
 
     def fingerprint(self) -> str:
         """A stable hash of the files' paths and contents, the preprocessing and the input it feeds: a cache key."""

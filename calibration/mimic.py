@@ -2,6 +2,7 @@
 stopping on held-out calibration images. Shared by recoverability (adaptors only) and recovery (all weights)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -19,6 +20,7 @@ class MimicSettings:
     eval_every: int = 20
     patience: int = 4
     seed: int = 0
+    seconds: float | None = None  # wall-time cap (the run's time budget share); training ends at whichever comes first
 
 
 @dataclass
@@ -36,7 +38,9 @@ def feature_error(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> t
 def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[torch.nn.Parameter],
           batches: Iterator[Batch], held: Batch, settings: MimicSettings, desc: str = "mimic",
           quiet: bool = False) -> MimicResult:
-    """Adam on `params` only, evaluating on `held` every `eval_every` steps; keeps the best parameters seen."""
+    """Adam on `params` only, evaluating on `held` every `eval_every` steps; keeps the best parameters seen. Stops
+    at `settings.iterations`, at early stopping, or once `settings.seconds` have passed (checked after each step,
+    with a last held-out evaluation), whichever comes first."""
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, settings.iterations))
 
@@ -49,6 +53,7 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
     best = before = held_error()
     best_state = [p.detach().clone() for p in params]
     stale, step = 0, 0
+    end = None if settings.seconds is None else time.perf_counter() + settings.seconds
     bar = tqdm(total=settings.iterations, desc=desc, disable=quiet, leave=False)
     for step in range(1, settings.iterations + 1):
         inputs, targets = next(batches)
@@ -58,9 +63,11 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
         optimizer.step()
         schedule.step()
         bar.update()
-        if step % settings.eval_every == 0 or step == settings.iterations:
+        out_of_time = end is not None and time.perf_counter() >= end
+        if step % settings.eval_every == 0 or step == settings.iterations or out_of_time:
             error = held_error()
-            bar.set_postfix(held=f"{error:.4f}")
+            bar.set_postfix(held=f"{error:.4f}", **({} if end is None else
+                                                    {"left": f"{max(0.0, end - time.perf_counter()):.0f}s"}))
             if error < best:
                 best, stale = error, 0
                 best_state = [p.detach().clone() for p in params]
@@ -68,6 +75,8 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
                 stale += 1
                 if stale >= settings.patience:
                     break
+            if out_of_time:
+                break
     bar.close()
     with torch.no_grad():
         for p, saved in zip(params, best_state):
@@ -82,7 +91,9 @@ def choose_lr(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: lis
     lowest held-out error. Measured: a small Fashion-MNIST ResNet wants 5e-4, ImageNet EfficientNet-Lite0 1e-4
     (at 5e-4 it overfits 64 crops and loses agreement), so no single default serves both."""
     start = [p.detach().clone() for p in params]
-    probe = replace(settings, iterations=max(settings.eval_every, settings.iterations // 10), patience=10 ** 6)
+    share = None if settings.seconds is None else settings.seconds / 10
+    probe = replace(settings, iterations=max(settings.eval_every, settings.iterations // 10), patience=10 ** 6,
+                    seconds=share)
     errors = {}
     for lr in candidates:
         errors[lr] = mimic(forward, params, batches, held, replace(probe, lr=lr), desc=f"lr {lr:g}",

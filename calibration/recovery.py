@@ -32,19 +32,25 @@ class Recovered:
 
 def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Block], features: list[str],
             train: CalibrationSet, held: torch.Tensor, settings: MimicSettings, threads: int | None = None,
-            quiet: bool = False, blocks: list[Block] | None = None, lr_candidates: tuple[float, ...] = ()
-            ) -> Recovered:
+            quiet: bool = False, blocks: list[Block] | None = None, lr_candidates: tuple[float, ...] = (),
+            logits: str | None = None) -> Recovered:
     """`dropped` and `blocks` (every block of the original, for earlier cuts) come in graph order. With
-    `lr_candidates`, short probes pick the learning rate (see `choose_lr`) and `settings.lr` is ignored."""
+    `lr_candidates`, short probes pick the learning rate (see `choose_lr`) and `settings.lr` is ignored.
+
+    With `logits` (a graph output of class scores), the student also matches the teacher's logits: the loss
+    averages the relative squared error of the features and of the logits (the high-temperature limit of logit
+    distillation). Only the weights the features depend on train either way: the head stays the original's.
+    """
     outputs = [o.name for o in pruned.graph.output]
+    matched = [*features, *([logits] if logits else [])]
     for cut in _cuts(original, dropped, blocks or dropped):
-        student = build_student(pruned, cut, features, extra_outputs=outputs)
-        params = student.parameters(student.feature_weights())
+        student = build_student(pruned, cut, matched, extra_outputs=outputs)
+        params = student.parameters(student.feature_weights(features))
         if params:
             break
-    teacher = Teacher(original, [student.cut, *features], threads)
-    held_batch = _student_batch(teacher, held, student.cut, features)
-    batches = _epochs(teacher, train, student.cut, features, settings)
+    teacher = Teacher(original, [student.cut, *matched], threads)
+    held_batch = _student_batch(teacher, held, student.cut, matched)
+    batches = _epochs(teacher, train, student.cut, matched, settings)
     if lr_candidates:
         settings = replace(settings, lr=choose_lr(student.forward, params, batches, held_batch, settings,
                                                   lr_candidates, quiet))

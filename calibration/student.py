@@ -53,12 +53,13 @@ class Student:
                 chosen.append(param)
         return chosen
 
-    def feature_weights(self) -> set[str]:
-        """Initializers that the feature tensors depend on (so a classifier head after them stays frozen)."""
+    def feature_weights(self, tensors: list[str] | None = None) -> set[str]:
+        """Initializers that the feature tensors (or the given `tensors`) depend on, so a classifier head after them
+        stays frozen."""
         graph = self.onnx_model.graph
         producer = {out: node for node in graph.node for out in node.output}
         initializers = {t.name for t in graph.initializer}
-        seen, stack, used = set(), list(self.features), set()
+        seen, stack, used = set(), list(self.features if tensors is None else tensors), set()
         while stack:
             name = stack.pop()
             if name in seen:

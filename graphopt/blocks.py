@@ -101,7 +101,7 @@ def find_blocks(model: onnx.ModelProto, shapes: dict[str, Shape | None] | None =
             skip=skip,
             output=out,
             nodes=[node_label(graph.node[i], i) for i in sorted(region)],
-            params=_params(region_nodes, graph, consts, shapes),
+            params=_params(region_nodes, graph, consts, producer),
             macs=(macs := sum(node_macs(n, shapes) for n in region_nodes)),
             macs_share=macs / total_macs,
             shape=list(shapes[skip]) if shapes.get(skip) else None,
@@ -187,11 +187,28 @@ def _closed(graph: onnx.GraphProto, region: set[int], join: int, consumers: dict
 
 
 def _params(nodes: list[onnx.NodeProto], graph: onnx.GraphProto, consts: set[str],
-            shapes: dict[str, Shape | None]) -> int:
-    """Elements of the constants the block's nodes read (weights, biases, scales), integer shape operands aside."""
-    integer = {t.name for t in graph.initializer if t.data_type not in _FLOAT_TYPES}
-    read = {name for node in nodes for name in node.input if name in consts and name not in integer}
-    return sum(int(np.prod(shapes[name])) for name in read if shapes.get(name))
+            producer: dict[str, int]) -> int:
+    """Elements of the float tensors (weights, biases, scales) the block's nodes read; integer shape operands and
+    scalars aside. TorchScript ties equal tensors through Identity nodes: each use counts, as each is a module's own."""
+    stored = _float_constants(graph)
+    read = {name for node in nodes for name in node.input if name in consts}
+    return sum(stored.get(_unaliased(name, graph, producer), 0) for name in read)
+
+
+def _unaliased(name: str, graph: onnx.GraphProto, producer: dict[str, int]) -> str:
+    """The tensor `name` is an Identity copy of, through any chain of Identity nodes (else `name` itself)."""
+    while name in producer and graph.node[producer[name]].op_type == "Identity":
+        name = graph.node[producer[name]].input[0]
+    return name
+
+
+def _float_constants(graph: onnx.GraphProto) -> dict[str, int]:
+    """Element counts of the float tensors stored in the graph (initializers and Constant nodes' values), scalars
+    such as a Clip's bounds aside: they are operator constants, not weights."""
+    tensors = {t.name: t for t in graph.initializer}
+    tensors.update((node.output[0], attr.t) for node in graph.node if node.op_type == "Constant"
+                   for attr in node.attribute if attr.name == "value")
+    return {name: int(np.prod(t.dims)) for name, t in tensors.items() if t.dims and t.data_type in _FLOAT_TYPES}
 
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}

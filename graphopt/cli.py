@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graphopt import __version__
 from graphopt.errors import GraphoptError
 from graphopt.runtime.base import TimingSettings
-from graphopt.settings import LR_CANDIDATES, AccelerateSettings
+from graphopt.settings import LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -19,36 +23,70 @@ def _add_latency_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("latency measurement")
     group.add_argument("--runtime", default="onnxruntime",
                        help="onnxruntime (CPU, default), onnxruntime-cuda, onnxruntime-tensorrt or tensorrt")
-    group.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="TensorRT precision")
+    group.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                       help="serving precision: int8 on onnxruntime (CPU) quantizes with onnxruntime's own tooling "
+                            "(QDQ, per-channel) from the calibration images; fp16/int8 on tensorrt are built into "
+                            "the engine")
     group.add_argument("--batch", type=int, default=1, help="deployment batch size (fills a dynamic batch)")
-    group.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    group.add_argument("--threads", type=int, default=None,
+                       help="threads for the runtime (and for training in accelerate); 0 or unset: the runtime's "
+                            "default")
     group.add_argument("--warmup", type=int, default=TimingSettings.warmup, help="untimed runs before timing")
     group.add_argument("--repeats", type=int, default=TimingSettings.repeats, help="timed runs per model (at least)")
     group.add_argument("--min-seconds", type=float, default=TimingSettings.min_seconds,
                        help="keep timing until this much timed run time has passed (fast models get more runs)")
-    group.add_argument("--input-shape", action="append", metavar="NAME:D0xD1x...",
-                       help="shape of an input with dynamic dimensions other than the batch (repeatable)")
+    group.add_argument("--noise-threshold", type=float, default=TimingSettings.noise_threshold,
+                       help="relative noise of a latency ratio above which timing goes on (default %(default)s)")
+    group.add_argument("--max-timing-seconds", type=float, default=TimingSettings.max_seconds,
+                       help="cap on the wall time of one measurement while its noise stays above the threshold; a "
+                            "ratio still noisy then is reported as noisy (default %(default)s)")
+    _add_input_shape(group)
 
 
-def backend_from_args(args: argparse.Namespace, calibration=None):
+def _add_input_shape(parser) -> None:
+    parser.add_argument("--input-shape", action="append", metavar="NAME:D0xD1x...",
+                        help="shape of an input with dynamic dimensions other than the batch (repeatable)")
+
+
+def _input_shapes(args: argparse.Namespace, models: list[onnx.ModelProto]) -> dict[str, tuple[int, ...]] | None:
+    """--input-shape values, each checked against every model's inputs so a typo is an error, not ignored."""
+    from graphopt.runtime.inputs import checked_input_shapes, parse_input_shapes
+    shapes = parse_input_shapes(args.input_shape)
+    for model in models:
+        checked_input_shapes(model, shapes)
+    return shapes or None
+
+
+def backend_from_args(args: argparse.Namespace, models: list[onnx.ModelProto], calibration=None):
+    """The latency backend the options ask for; `models` are the ones it will time (to check --input-shape)."""
+    from graphopt.precision import Int8Timing, quantizes_graph
     from graphopt.runtime import TimingSettings, get_backend
-    from graphopt.runtime.inputs import parse_input_shapes
     for name in ("batch", "repeats"):
         if getattr(args, name) < 1:
             raise GraphoptError(f"--{name} must be at least 1")
     if args.warmup < 0:
         raise GraphoptError("--warmup must not be negative")
+    if args.threads is not None and args.threads < 0:
+        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {args.threads})")
     settings = TimingSettings(batch=args.batch, warmup=args.warmup, repeats=args.repeats,
-                              min_seconds=args.min_seconds, input_shapes=parse_input_shapes(args.input_shape))
-    return get_backend(args.runtime, settings, threads=args.threads, precision=args.precision,
-                       calibration=calibration)
+                              min_seconds=args.min_seconds, input_shapes=_input_shapes(args, models),
+                              noise_threshold=args.noise_threshold, max_seconds=args.max_timing_seconds)
+    backend = get_backend(args.runtime, settings, threads=args.threads, precision=args.precision,
+                          calibration=calibration)
+    if not quantizes_graph(args.runtime, args.precision):
+        return backend
+    if calibration is None:
+        raise GraphoptError("--precision int8 on onnxruntime quantizes each model first: give --calib FOLDER")
+    return Int8Timing(backend, calibration)
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
     from graphopt.blocks import find_blocks
     from graphopt.model_io import load_model
     from graphopt.report import emit_json, table
-    blocks = find_blocks(load_model(args.model))
+    from graphopt.shapes import infer_shapes
+    model = load_model(args.model)
+    blocks = find_blocks(model, infer_shapes(model, input_shapes=_input_shapes(args, [model])))
     if args.json:
         emit_json({"model": str(args.model), "blocks": [b.to_dict() for b in blocks]})
         if not blocks:
@@ -83,7 +121,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.calib:
         from graphopt.calibration.dataset import load_calibration
         calibration = load_calibration(args.calib, models[0])
-    backend = backend_from_args(args, calibration)
+    backend = backend_from_args(args, models, calibration)
     stats = backend.measure_many(models)
     names = [str(args.model)] + ([str(args.model2)] if args.model2 else [])
     payload = {"runtime": backend.describe(), "models": [{"model": n, **s.to_dict()} for n, s in zip(names, stats)]}
@@ -102,7 +140,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_accelerate(args: argparse.Namespace) -> int:
     from graphopt.pipeline import accelerate
-    from graphopt.report import table
+    from graphopt.runtime.inputs import parse_input_shapes
     _check_writable(args.output, args.model)
     if args.report:
         _check_writable(args.report, args.model)
@@ -114,8 +152,11 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop,
         blocks=[i.strip() for i in args.blocks.split(",") if i.strip()] if args.blocks else None, runtime=args.runtime,
         precision=args.precision, batch=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-        min_seconds=args.min_seconds, feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
-        score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
+        min_seconds=args.min_seconds, noise_threshold=args.noise_threshold,
+        max_timing_seconds=args.max_timing_seconds, input_shapes=parse_input_shapes(args.input_shape) or None,
+        feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
+        time_budget=args.time_budget, match_logits=args.match_logits, score_iterations=args.score_iterations,
+        recover_iterations=args.recover_iterations, lr=args.lr,
         batch_size=args.batch_size,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet, engine=args.engine)
@@ -124,19 +165,36 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         from graphopt.report import write_json
         write_json(report, args.report)
     if not args.quiet:
-        latency = report["latency"]
-        rows = [["blocks dropped", ", ".join(report["dropped"])],
-                ["latency before (ms)", f"{latency['base']['median_ms']:.3f}"],
-                ["latency after (ms)", f"{latency['other']['median_ms']:.3f}"],
-                ["latency ratio (measured side by side)", f"{latency['ratio']:.3f}"],
-                ["feature error before recovery", f"{report['feature_error']['before_recovery']:.4f}"],
-                ["feature error after recovery", f"{report['feature_error']['after_recovery']:.4f}"],
-                ["top-1 agreement, held-out calibration images",
-                 "n/a" if report["agreement_top1"] is None else f"{100 * report['agreement_top1']:.1f}%"],
-                *[[f"time: {stage} (s)", f"{seconds:.1f}"] for stage, seconds in report["seconds"].items()],
-                ["output", str(args.output)]]
-        print(table(["", ""], rows))
+        _print_summary(report, args.output)
     return 0
+
+
+def _print_summary(report: dict, output: Path) -> None:
+    """Every measured attempt (predicted beside measured), the original beside the result, and the figures."""
+    from graphopt.report import table
+    attempts = [[", ".join(a["blocks"]) or "(none)", a["stage"], a["predicted_ratio"], a["measured_ratio"], a["noise"],
+                 "noisy" if a["noisy"] else ""] for a in report["selection"]["attempts"]]
+    print(table(["blocks dropped", "stage", "predicted ratio", "measured ratio", "noise ±", ""], attempts))
+    print(table(["model", "latency ratio", "top-1 agreement"],
+                [[row["model"], f"{row['ratio']:.3f}", _percent(row["agreement_top1"])] for row in report["rows"]]))
+    latency, recovery = report["latency"], report["feature_error"]
+    held = report["calibration"]
+    rows = [["blocks dropped", ", ".join(report["dropped"]) or "none"],
+            ["latency before (ms)", f"{latency['base']['median_ms']:.3f}"],
+            ["latency after (ms)", f"{latency['other']['median_ms']:.3f}"],
+            ["latency ratio (measured side by side)",
+             f"{latency['ratio']:.3f} ± {latency['noise']:.3f}" + (" (noisy)" if latency["noisy"] else "")],
+            *([["feature error before recovery", f"{recovery['before_recovery']:.4f}"],
+               ["feature error after recovery", f"{recovery['after_recovery']:.4f}"]] if recovery else []),
+            [f"top-1 agreement, {held['held_out_files']} held-out files", _percent(report["agreement_top1"])
+             + ("" if held["agreement_reliable"] else " (unreliable: fewer than 8 held-out files)")],
+            *[[f"time: {stage} (s)", f"{seconds:.1f}"] for stage, seconds in report["seconds"].items()],
+            ["output", str(output)]]
+    print(table(["", ""], rows))
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -190,10 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--holdout", type=float, default=defaults.holdout,
                        help="fraction of images held out for scoring")
+    train.add_argument("--time-budget", type=float, default=defaults.time_budget, metavar="MINUTES",
+                       help="wall time for the whole run (default %(default)s); recoverability scoring gets "
+                            f"{round(100 * SCORING_SHARE)}%% of what timing leaves, recovery the rest")
     train.add_argument("--score-iterations", type=int, default=defaults.score_iterations,
                        help="adaptor steps per block (at most)")
     train.add_argument("--recover-iterations", type=int, default=defaults.recover_iterations,
                        help="recovery steps (at most)")
+    train.add_argument("--match-logits", action="store_true",
+                       help="recovery also matches the original's class scores (relative squared error), not only "
+                            "the features before pooling")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
     train.add_argument("--lr", type=float, default=None,
                        help="recovery learning rate (default: short probes pick from "
@@ -206,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("blocks", help="list the residual blocks of a model")
     _add_model(p)
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    _add_input_shape(p)
     p.set_defaults(func=cmd_blocks)
 
     p = sub.add_parser("drop", help="write the model without the given blocks")
@@ -217,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure latency; with two models, their ratio measured side by side")
     _add_model(p)
     p.add_argument("model2", type=Path, nargs="?", help="second model, timed interleaved with the first")
-    p.add_argument("--calib", type=Path, help="calibration images for --precision int8 (TensorRT)")
+    p.add_argument("--calib", type=Path, help="calibration images for --precision int8 (each model is timed in its "
+                                                 "INT8 form on onnxruntime; TensorRT calibrates its engine)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     _add_latency_options(p)
     p.set_defaults(func=cmd_bench)

@@ -1,18 +1,23 @@
 """Loading and saving ONNX models safely: clear errors on bad files, atomic writes, never touching the input."""
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import TensorProto, helper
 
 from graphopt.errors import GraphoptError, first_line
 
 # Protobuf cannot serialise a message over 2 GiB; keep a margin for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
+# onnxruntime only guarantees opsets from 7 (it warns below). blocks, drop and bench work from there; accelerate's
+# recovery (onnx2torch) needs opset 9 for BatchNormalization and names the node it cannot convert otherwise.
+MIN_OPSET = 7
 
 
 def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
@@ -33,11 +38,51 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
             raise GraphoptError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
         raise GraphoptError("the ONNX model has an empty graph (is it an ONNX file?)")
+    _check_opset(model)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise GraphoptError(f"the ONNX model is invalid: {first_line(exc)}") from None
     return model
+
+
+def supported_opsets() -> range:
+    """The default-domain opsets graphopt handles: from MIN_OPSET to the newest both onnx and onnxruntime know."""
+    newest = onnx.defs.onnx_opset_version()
+    while newest > MIN_OPSET and not _runtime_loads_opset(newest):
+        newest -= 1
+    return range(MIN_OPSET, newest + 1)
+
+
+def _check_opset(model: onnx.ModelProto) -> None:
+    """Refuse an opset outside the supported range up front; later it surfaces as an obscure operator error."""
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None:
+        return
+    supported = supported_opsets()
+    if version not in supported:
+        import onnxruntime
+        raise GraphoptError(f"the model's opset {version} is not supported: graphopt handles ONNX opsets "
+                            f"{supported.start} to {supported.stop - 1} (onnx {onnx.__version__}, "
+                            f"onnxruntime {onnxruntime.__version__})")
+
+
+@functools.lru_cache(maxsize=None)
+def _runtime_loads_opset(version: int) -> bool:
+    """Whether onnxruntime loads a one-node model stamped with `version`. Measured, because onnxruntime has no public
+    call naming its newest opset; it refuses opsets newer than the last ONNX release it was built with."""
+    import onnxruntime
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "opset_probe", [value],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    opset = helper.make_opsetid("", version)
+    probe = helper.make_model(graph, opset_imports=[opset], ir_version=helper.find_min_ir_version_for([opset]))
+    try:
+        onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Fail:
+        return False
+    return True
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:

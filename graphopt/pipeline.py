@@ -1,8 +1,10 @@
-"""accelerate(): find blocks, time them, score recoverability, select under the target, drop, recover, verify."""
+"""accelerate(): find blocks, time them, score recoverability, select under the target, drop, recover, verify,
+and check the result against the target by measurement."""
 from __future__ import annotations
 
 import io
 import os
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -15,15 +17,23 @@ import onnx
 from graphopt import __version__
 from graphopt.blocks import Block, find_blocks
 from graphopt.cache import ScoreCache, cache_key, default_dir
-from graphopt.errors import GraphoptError, first_line
+from graphopt.errors import GraphoptError, TargetUnreachable, first_line
 from graphopt.features import feature_tensors
 from graphopt.machine import machine, versions
 from graphopt.model_io import load_model, save_model
 from graphopt.passes import DropBlocks, drop_blocks, select_blocks
-from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
-from graphopt.selection import check_reachable, latency_table, select
-from graphopt.settings import ADAPTOR_LR, LR_CANDIDATES, AccelerateSettings
+from graphopt.precision import Int8Timing, quantizes_graph
+from graphopt.runtime import Comparison, LatencyBackend, TimingSettings, get_backend
+from graphopt.runtime.inputs import checked_input_shapes, runtime_inputs
+from graphopt.selection import Attempt, Selection, check_reachable, latency_table, predicted_ratio, select
+from graphopt.settings import ADAPTOR_LR, FINAL_RESERVE, LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
 from graphopt.shapes import infer_shapes
+from graphopt.target import TargetCheck, confirm_target
+from graphopt.verify import agreement, check_recovered, check_valid
+
+
+# Agreement on fewer held-out files than this moves in steps of more than 12 points: reported, flagged unreliable.
+RELIABLE_HELD_OUT_FILES = 8
 
 
 @dataclass
@@ -36,7 +46,7 @@ class AccelerateResult:
 
 
 class _Stages:
-    """Wall time per stage, for the report."""
+    """Wall time per stage, for the report (a stage run again after a missed target adds to its time)."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
@@ -45,17 +55,64 @@ class _Stages:
     def __call__(self, name: str):
         start = time.perf_counter()
         yield
-        self.seconds[name] = round(time.perf_counter() - start, 3)
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+@dataclass
+class _Run:
+    """What the stages of one accelerate run share."""
+
+    settings: AccelerateSettings
+    original: onnx.ModelProto
+    calibration: object  # CalibrationSet (imported lazily: it pulls in torch)
+    train: object
+    held: object
+    blocks: list[Block]
+    droppable: list[Block]
+    features: list[str]
+    given: list[Block] | None  # the blocks named by --blocks, checked droppable before any timing
+    backend: LatencyBackend  # times every variant in the precision it will be served in
+    int8: onnx.ModelProto | None  # the original quantized on the calibration images, when the output is INT8
+    stages: _Stages
+    quiet: bool
+    deadline: float  # time.monotonic() at which the time budget runs out
+
+    def seconds_left(self, reserve: float = 0.0) -> float:
+        """Seconds of the budget left after keeping `reserve` (a share of the whole budget) back; at least 1."""
+        return max(1.0, self.deadline - time.monotonic() - reserve * 60 * self.settings.time_budget)
+
+    def deliverable(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """`model` in the precision it is handed back in (INT8 quantized from the training images, or as it is)."""
+        if self.int8 is None:
+            return model
+        from graphopt.calibration.quantize import quantize_int8
+        with self.stages("quantize"):
+            return quantize_int8(model, self.train)
+
+
+@dataclass
+class _Outcome:
+    """What the run hands back: the model, how it was chosen, and what was measured on it."""
+
+    model: onnx.ModelProto
+    selection: Selection
+    recovered: object | None  # Recovered (calibration.recovery), None when no block was dropped
+    agreement: float | None
+    final: Comparison | TargetCheck
 
 
 def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None = None, *,
                example_input=None, settings: AccelerateSettings | None = None, quiet: bool = False,
-               engine: str | os.PathLike | None = None, **overrides) -> AccelerateResult:
+               engine: str | os.PathLike | None = None, backend: LatencyBackend | None = None,
+               **overrides) -> AccelerateResult:
     """Make `model` faster with the calibration images in `calib`.
 
     `model` is an ONNX path, an `onnx.ModelProto` or a `torch.nn.Module` (exported first with `example_input`).
     Settings come from `settings` and/or keyword overrides (e.g. `target_latency=0.8`). The result holds the
     accelerated model and the report; with `output` the model is also written (atomically) after verification.
+    `backend` replaces the latency backend the settings name (a custom runtime, or a simulated one in tests).
+    Raises TargetUnreachable (exit status 3) rather than return a model its own final measurement puts above the
+    target.
     """
     settings = settings or AccelerateSettings()
     unknown = [key for key in overrides if not hasattr(settings, key)]
@@ -68,85 +125,219 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     if settings.threads:
         import torch
         torch.set_num_threads(settings.threads)
+    run = _prepare(model, example_input, calib, settings, backend, quiet, time.monotonic() + 60 * settings.time_budget)
+    with run.stages("latency table"):
+        _say(quiet, f"timing {len(run.droppable)} droppable blocks on {run.backend.name} at batch {settings.batch}")
+        table = latency_table(run.backend, run.original, run.droppable, quiet, start=run.int8)
+        target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
+    outcome, ranking = _int8_alone(run, table, target), ([], {}, False)
+    if outcome is None:
+        ranking, outcome = _drop_and_recover(run, table, target)
+    if output is not None:
+        with run.stages("write"):
+            save_model(outcome.model, output)
+    if engine is not None:
+        with run.stages("engine"):
+            _build_engine(run.backend, outcome.model, engine)
+    report = _report(run, calib, table, ranking, outcome, target)
+    report.update({"output": str(output) if output is not None else None,
+                   "engine": str(engine) if engine is not None else None, "seconds": run.stages.seconds})
+    return AccelerateResult(outcome.model, report)
+
+
+def _int8_alone(run: _Run, table, target: float | None) -> _Outcome | None:
+    """The original in INT8 with no block dropped, when the table says that alone may meet the target and the final
+    measurement confirms it (or when nothing can be dropped: then it is the only candidate, met or not)."""
+    if run.int8 is None or target is None or (table.start > target and run.droppable):
+        return None
+    with run.stages("final latency"):
+        check = confirm_target(run.backend, run.original, run.int8, target)
+    if not check.met:
+        if run.droppable:
+            return None
+        raise TargetUnreachable(f"latency target {target:.3f} was not met: the model has no droppable blocks and "
+                                f"INT8 alone measured {check.describe()}")
+    _say(run.quiet, f"INT8 alone meets the target: measured ratio {check.final.ratio:.3f}, no block dropped")
+    attempts = [Attempt([], table.start, m.ratio, m.noise, m.noisy, stage="final") for m in check.measurements]
+    with run.stages("verify"):
+        check_valid(run.int8)
+        agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.threads)
+    return _Outcome(run.int8, Selection([], check.final.ratio, attempts), None, agreed, check)
+
+
+def _drop_and_recover(run: _Run, table, target: float | None) -> tuple[tuple, _Outcome]:
+    """Rank the blocks, select on measured latency, recover, and check the result against the target."""
+    if target is not None:
+        check_reachable(run.backend, run.original, run.droppable, target)
+    ranked, scores, cached, count = _rank(run, table)
+    with run.stages("selection"):
+        selection = select(run.backend, run.original, run.droppable, ranked, table, target=target, count=count)
+        _say(run.quiet, f"dropping {', '.join(b.id for b in selection.blocks)}: measured ratio {selection.ratio:.3f}")
+    return (ranked, scores, cached), _recover_until_met(run, ranked, table, selection, target)
+
+
+def _prepare(model, example_input, calib, settings: AccelerateSettings, backend: LatencyBackend | None,
+             quiet: bool, deadline: float) -> _Run:
+    """Load the model and the calibration images, find the blocks and the feature tensor, build the backend (and,
+    for INT8 output, the original's INT8 form)."""
     stages = _Stages()
+    quantize = quantizes_graph(settings.runtime, settings.precision)
     with stages("load"):
         original = _as_onnx(model, example_input)
+        input_shapes = checked_input_shapes(original, settings.input_shapes)
         from graphopt.calibration.dataset import load_calibration
-        calibration = load_calibration(calib, original, **settings.preprocess)
+        calibration = load_calibration(calib, original, **_preprocess(settings, original, input_shapes))
         train, held = calibration.split(settings.holdout, settings.seed)
+        if held.sources() < RELIABLE_HELD_OUT_FILES and not quiet:
+            print(f"graphopt: warning: only {held.sources()} held-out calibration files: top-1 agreement on them is "
+                  f"unreliable (give more images or a larger --holdout)", file=sys.stderr)
+        input_shapes = input_shapes or _shapes_from_calibration(original, calibration, settings.batch)
     with stages("blocks"):
-        shapes = infer_shapes(original)
+        shapes = infer_shapes(original, input_shapes=input_shapes)
         blocks = find_blocks(original, shapes)
         droppable = [b for b in blocks if b.droppable]
-        if not droppable:
+        if not droppable and not quantize:
             raise GraphoptError("the model has no droppable residual blocks: nothing to accelerate")
         features = feature_tensors(original, settings.feature_tensor, shapes)
-    timing = TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds)
-    backend = get_backend(settings.runtime, timing, threads=settings.threads, precision=settings.precision,
-                          calibration=calibration)
-    with stages("latency table"):
-        _say(quiet, f"timing {len(droppable)} droppable blocks on {backend.name} at batch {settings.batch}")
-        table = latency_table(backend, original, droppable, quiet)
-        target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
-        if target is not None:
-            check_reachable(backend, original, droppable, target)
-    if settings.blocks:
-        ranked, scores, cached = select_blocks(blocks, settings.blocks), {}, False
-        DropBlocks(ranked)  # refuses blocks that cannot be dropped, before any training
-        count = len(ranked)
-    else:
-        with stages("recoverability"):
-            scores, cached = _recoverability(original, droppable, features, train, held, settings, quiet)
-            ranked = sorted(droppable, key=lambda b: scores[b.id]["error"] / max(table.savings_ms[b.id], 1e-3))
-        count = settings.drop
-    with stages("selection"):
-        selection = select(backend, original, droppable, ranked, table, target=target, count=count)
-        _say(quiet, f"dropping {', '.join(b.id for b in selection.blocks)}: measured ratio {selection.ratio:.3f}")
-    with stages("recovery"):
-        from graphopt.calibration.mimic import MimicSettings
-        from graphopt.calibration.recovery import recover
-        pruned = drop_blocks(original, [b.id for b in selection.blocks], blocks)
-        mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
-                                       settings.lr or LR_CANDIDATES[0], seed=settings.seed)
-        recovered = recover(original, pruned, selection.blocks, features, train, held.tensors(), mimic_settings,
-                            settings.threads, quiet, blocks=blocks,
-                            lr_candidates=() if settings.lr else LR_CANDIDATES)
-    with stages("verify"):
-        agreement = _verify(original, recovered, held.tensors(), settings.threads)
-    with stages("final latency"):
-        final = backend.compare(original, recovered.model)
-    if output is not None:
-        with stages("write"):
-            save_model(recovered.model, output)
-    if engine is not None:
-        with stages("engine"):
-            _build_engine(backend, recovered.model, engine)
-    report = {
+        given = select_blocks(blocks, settings.blocks) if settings.blocks else None
+        if given:
+            DropBlocks(given)  # refuses blocks that cannot be dropped
+    timing = TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds,
+                            input_shapes=input_shapes, noise_threshold=settings.noise_threshold,
+                            max_seconds=settings.max_timing_seconds)
+    backend = backend or get_backend(settings.runtime, timing, threads=settings.threads or None,
+                                     precision=settings.precision, calibration=calibration)
+    int8 = None
+    if quantize:
+        from graphopt.calibration.quantize import quantize_int8
+        with stages("quantize"):
+            _say(quiet, f"quantizing the original to INT8 on {len(train)} calibration images")
+            int8 = quantize_int8(original, train)
+        backend = Int8Timing(backend, train, original)
+    return _Run(settings, original, calibration, train, held, blocks, droppable, features, given, backend, int8,
+                stages, quiet, deadline)
+
+
+def _rank(run: _Run, table) -> tuple[list[Block], dict, bool, int | None]:
+    """(blocks best to lose first, recoverability scores, whether they came from the cache, blocks to drop)."""
+    settings = run.settings
+    if run.given:
+        return run.given, {}, False, len(run.given)
+    with run.stages("recoverability"):
+        seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(run.droppable)
+        scores, cached = _recoverability(run.original, run.droppable, run.features, run.train, run.held, settings,
+                                         run.quiet, seconds)
+    ranked = sorted(run.droppable, key=lambda b: scores[b.id]["error"] / max(table.savings_ms[b.id], 1e-3))
+    return ranked, scores, cached, settings.drop
+
+
+def _recover_until_met(run: _Run, ranked: list[Block], table, selection: Selection, target: float | None) -> _Outcome:
+    """Recover the selected drop and check the result against the target; after a confirmed miss, drop the next
+    block and recover again (TargetUnreachable when none is left, or when the machine is too noisy to tell)."""
+    while True:
+        with run.stages("recovery"):
+            recovered = _recover(run, selection.blocks)
+        with run.stages("verify"):
+            check_recovered(run.original, recovered, run.held.tensors(), run.settings.threads)
+        model = run.deliverable(recovered.model)
+        with run.stages("verify"):
+            check_valid(model)
+            agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
+        with run.stages("final latency"):
+            if target is None:
+                return _Outcome(model, selection, recovered, agreed, run.backend.compare(run.original, model))
+            check = confirm_target(run.backend, run.original, model, target)
+        ids = [b.id for b in selection.blocks]
+        predicted = predicted_ratio(selection.blocks, table)
+        selection.attempts.extend(Attempt(ids, predicted, m.ratio, m.noise, m.noisy, stage="final")
+                                  for m in check.measurements)
+        if check.met:
+            return _Outcome(model, selection, recovered, agreed, check)
+        if check.undecided:
+            raise TargetUnreachable(f"latency target {target:.3f} could not be confirmed: the machine is too noisy "
+                                    f"(final model with {', '.join(ids)} dropped measured {check.describe()}; noise "
+                                    f"threshold ±{run.settings.noise_threshold:.3f})")
+        if len(selection.blocks) == len(ranked):
+            raise TargetUnreachable(f"latency target {target:.3f} was not met: the final model with every droppable "
+                                    f"block dropped measured {check.describe()}")
+        _say(run.quiet, f"the recovered model measured {check.describe()} against a target of {target:.3f}: "
+                        f"dropping one more block")
+        with run.stages("selection"):
+            selection = select(run.backend, run.original, run.droppable, ranked, table, target=target,
+                               start=len(selection.blocks) + 1, attempts=selection.attempts)
+
+
+def _recover(run: _Run, dropped: list[Block]):
+    from graphopt.calibration.mimic import MimicSettings
+    from graphopt.calibration.recovery import recover
+    settings = run.settings
+    pruned = drop_blocks(run.original, [b.id for b in dropped], run.blocks)
+    probes = () if settings.lr else LR_CANDIDATES
+    seconds = run.seconds_left(FINAL_RESERVE) / (1 + len(probes) / 10)  # each learning-rate probe takes a tenth
+    _say(run.quiet, f"recovering for up to {seconds:.0f} s ({settings.recover_iterations} steps at most)")
+    mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
+                                   settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds)
+    return recover(run.original, pruned, dropped, run.features, run.train, run.held.tensors(), mimic_settings,
+                   settings.threads, run.quiet, blocks=run.blocks, lr_candidates=probes,
+                   logits=_class_scores(run.original, run.features) if settings.match_logits else None)
+
+
+def _class_scores(model: onnx.ModelProto, features: list[str]) -> str | None:
+    """The first graph output when it is a (batch, classes) score vector other than the features themselves."""
+    output = model.graph.output[0]
+    dims = output.type.tensor_type.shape.dim
+    if output.name in features or len(dims) != 2 or not dims[1].dim_value > 1:
+        return None
+    return output.name
+
+
+def _report(run: _Run, calib, table, ranking: tuple, outcome: _Outcome, target: float | None) -> dict:
+    ranked, scores, cached = ranking
+    check = outcome.final if isinstance(outcome.final, TargetCheck) else None
+    latency = check.final if check else outcome.final
+    calibration, train, held = run.calibration, run.train, run.held
+    recovered = outcome.recovered
+    return {
         "graphopt": __version__,
         "versions": versions(),
         "machine": machine(),
-        "settings": asdict(settings),
-        "runtime": backend.describe(),
+        "settings": asdict(run.settings),
+        "runtime": run.backend.describe(),
         "calibration": {"folder": str(calib), "images": len(calibration), "train": len(train), "held_out": len(held),
+                        "train_files": train.sources(), "held_out_files": held.sources(),
+                        "agreement_reliable": held.sources() >= RELIABLE_HELD_OUT_FILES,
                         "fingerprint": calibration.fingerprint()},
-        "features": features,
-        "blocks": {"found": len(blocks), "droppable": len(droppable)},
+        "features": run.features,
+        "blocks": {"found": len(run.blocks), "droppable": len(run.droppable)},
         "latency_table": table.to_dict(),
         "recoverability": scores,
         "recoverability_cached": cached,
         "ranking": [b.id for b in ranked],
-        "selection": selection.to_dict(),
-        "dropped": [b.id for b in selection.blocks],
-        "latency": final.to_dict(),
-        "feature_error": {"before_recovery": recovered.result.error_before,
-                          "after_recovery": recovered.result.error_after, "steps": recovered.result.steps,
-                          "lr": recovered.lr},
-        "agreement_top1": agreement,
-        "output": str(output) if output is not None else None,
-        "engine": str(engine) if engine is not None else None,
-        "seconds": stages.seconds,
+        "selection": outcome.selection.to_dict(),
+        "dropped": [b.id for b in outcome.selection.blocks],
+        "target": check.to_dict() if check else None,
+        "latency": latency.to_dict(),
+        "feature_error": None if recovered is None else {
+            "before_recovery": recovered.result.error_before, "after_recovery": recovered.result.error_after,
+            "steps": recovered.result.steps, "lr": recovered.lr},
+        "agreement_top1": outcome.agreement,
+        "rows": _rows(run, table, outcome, latency),
     }
-    return AccelerateResult(recovered.model, report)
+
+
+def _rows(run: _Run, table, outcome: _Outcome, latency: Comparison) -> list[dict]:
+    """The original, INT8 alone (the user's alternative, when the output is INT8) and graphopt's result side by
+    side: latency ratio to the original and top-1 agreement with it on the held-out images."""
+    rows = [{"model": "original", "ratio": 1.0, "ms": table.base.median_ms, "agreement_top1": 1.0}]
+    if run.int8 is not None and outcome.selection.blocks:
+        with run.stages("verify"):
+            agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.threads)
+        rows.append({"model": "int8 alone", "ratio": table.start, "agreement_top1": agreed,
+                     "measured": "in the latency table run"})
+    rows.append({"model": "graphopt", "ratio": latency.ratio, "ms": latency.other.median_ms,
+                 "agreement_top1": outcome.agreement, "dropped": [b.id for b in outcome.selection.blocks],
+                 "precision": "int8" if run.int8 is not None else "as given"})
+    return rows
 
 
 def _check_settings(settings: AccelerateSettings) -> None:
@@ -161,7 +352,33 @@ def _check_settings(settings: AccelerateSettings) -> None:
         raise GraphoptError(f"--drop must be at least 1 (got {settings.drop})")
     for name in ("batch", "repeats", "score_iterations", "recover_iterations", "batch_size"):
         if getattr(settings, name) < 1:
-            raise GraphoptError(f"{name.replace('_', '-')} must be at least 1")
+            raise GraphoptError(f"--{name.replace('_', '-')} must be at least 1")
+    if settings.threads is not None and settings.threads < 0:
+        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {settings.threads})")
+    if not 0 < settings.noise_threshold < 1:
+        raise GraphoptError(f"--noise-threshold is a relative noise, between 0 and 1 (got {settings.noise_threshold})")
+    if not settings.time_budget > 0:
+        raise GraphoptError(f"--time-budget is in minutes and must be positive (got {settings.time_budget})")
+    if settings.max_timing_seconds < settings.min_seconds:
+        raise GraphoptError("--max-timing-seconds must be at least --min-seconds")
+
+
+def _preprocess(settings: AccelerateSettings, model: onnx.ModelProto, input_shapes: dict | None) -> dict:
+    """Preprocessing options; an --input-shape of the image input sets the image size unless --size does."""
+    options = dict(settings.preprocess)
+    name = runtime_inputs(model)[0].name
+    if input_shapes and name in input_shapes and "size" not in options and len(input_shapes[name]) == 4:
+        options["size"] = tuple(input_shapes[name][2:])
+    return options
+
+
+def _shapes_from_calibration(model: onnx.ModelProto, calibration, batch: int) -> dict | None:
+    """Input shapes for a model whose input has dynamic dimensions besides the batch: the calibration samples'
+    size at the deployment batch (None when the model fixes them itself)."""
+    value = runtime_inputs(model)[0]
+    if all(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim[1:]):
+        return None
+    return {calibration.input_name: (batch, *calibration.tensors(1).shape[1:])}
 
 
 def _as_onnx(model, example_input) -> onnx.ModelProto:
@@ -190,7 +407,8 @@ def _as_onnx(model, example_input) -> onnx.ModelProto:
 
 
 def _recoverability(original, droppable: list[Block], features, train, held, settings: AccelerateSettings,
-                    quiet: bool) -> tuple[dict[str, dict], bool]:
+                    quiet: bool, seconds: float) -> tuple[dict[str, dict], bool]:
+    """Scores per block, from the cache or trained for up to `seconds` each."""
     from graphopt.calibration.mimic import MimicSettings
     from graphopt.calibration.recoverability import score_blocks
     key = cache_key(original.SerializeToString(), train.fingerprint(), held.fingerprint(), __version__,
@@ -205,39 +423,12 @@ def _recoverability(original, droppable: list[Block], features, train, held, set
     # adaptors start at identity and have few weights: a larger step, and a short patience since the held-out
     # error of a tiny set settles within a few dozen steps
     mimic = MimicSettings(settings.score_iterations, settings.batch_size, ADAPTOR_LR, eval_every=10, patience=2,
-                          seed=settings.seed)
+                          seed=settings.seed, seconds=seconds)
     scores = score_blocks(original, droppable, features, train.tensors(), held.tensors(), mimic, settings.threads,
                           quiet)
     result = {block: score.to_dict() for block, score in scores.items()}
     cache.put(key, result)
     return result, False
-
-
-def _verify(original: onnx.ModelProto, recovered, images, threads) -> float | None:
-    """Refuse to hand back a model that is invalid or differs from the trained PyTorch model; return top-1
-    agreement with the original on the held-out images (None when the output is not a class score vector)."""
-    import torch
-    from graphopt.calibration.teacher import Teacher
-    model = recovered.model
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise GraphoptError(f"internal error: the accelerated model fails onnx.checker: {exc}") from None
-    outputs = [o.name for o in model.graph.output]
-    student = recovered.student
-    ours = Teacher(model, outputs, threads)(images)
-    reference = Teacher(original, [*outputs, student.cut], threads)(images)
-    with torch.no_grad():
-        trained = student.outputs(reference[student.cut])
-    for name in outputs:
-        expected = trained[name].cpu().numpy()
-        scale = max(1.0, float(np.abs(expected).max()))
-        if not np.allclose(ours[name].numpy(), expected, rtol=1e-3, atol=1e-3 * scale):
-            raise GraphoptError(f"internal error: onnxruntime's '{name}' differs from the recovered PyTorch model")
-    first = outputs[0]
-    if ours[first].dim() == 2 and ours[first].shape[1] > 1:
-        return float((ours[first].argmax(1) == reference[first].argmax(1)).float().mean())
-    return None
 
 
 def _build_engine(backend: LatencyBackend, model: onnx.ModelProto, path) -> None:

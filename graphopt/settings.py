@@ -8,6 +8,8 @@ from graphopt.runtime.base import TimingSettings
 
 LR_CANDIDATES = (5e-4, 1e-4)
 ADAPTOR_LR = 1e-3
+SCORING_SHARE = 0.3  # of the time left when scoring starts; recovery gets the rest, less FINAL_RESERVE
+FINAL_RESERVE = 0.15  # of the whole budget, kept for quantizing, verifying and timing the final model
 
 
 @dataclass
@@ -21,15 +23,20 @@ class AccelerateSettings:
     runtime: str = "onnxruntime"
     precision: str = "fp32"
     batch: int = 1
-    threads: int | None = None
+    threads: int | None = None  # runtime and torch threads; None or 0: the runtime's default
     warmup: int = TimingSettings.warmup
     repeats: int = TimingSettings.repeats
     min_seconds: float = TimingSettings.min_seconds
+    noise_threshold: float = TimingSettings.noise_threshold  # ratios noisier than this are re-timed, then flagged
+    max_timing_seconds: float = TimingSettings.max_seconds  # cap on the timed runs of one measurement
+    input_shapes: dict[str, tuple[int, ...]] | None = None  # shapes of inputs with dynamic non-batch dimensions
     feature_tensor: str | None = None
     holdout: float = 0.2
     seed: int = 0
-    score_iterations: int = 60
+    time_budget: float = 10.0  # minutes for the whole run; scoring and recovery train within what timing leaves
+    score_iterations: int = 60  # caps on training steps (expert overrides; the time budget usually ends them)
     recover_iterations: int = 250
+    match_logits: bool = False  # recovery also matches the original's class scores, not only its features
     lr: float | None = None  # recovery's Adam rate; None: probe LR_CANDIDATES and keep the best on held-out images
     batch_size: int = 16  # images per training step; cost follows images seen (batch x steps), measured
     preprocess: dict = field(default_factory=dict)  # size, norm, mean, std, bgr, resize

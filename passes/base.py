@@ -1,7 +1,8 @@
 """The pass interface: a pass takes an onnx-graphsurgeon graph and returns it with a flag saying whether it changed.
 
 `apply_passes` is the only way passes touch a model: it imports a copy of the model, runs each pass followed by
-`cleanup().toposort()`, exports, and restores what graphsurgeon does not carry (model metadata, node metadata).
+`cleanup().toposort()`, exports, and restores what graphsurgeon does not carry (model metadata, node metadata, and
+for IR versions below 4 the listing of initializers as graph inputs).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def apply_passes(model: onnx.ModelProto, passes: list[GraphPass]) -> tuple[onnx.
         graph, changed = result.graph, changed or result.changed
     out = gs.export_onnx(graph, do_type_check=True)
     _restore_metadata(model, out)
+    _list_initializers_as_inputs(model, out)
     return out, changed
 
 
@@ -58,3 +60,22 @@ def _restore_metadata(source: onnx.ModelProto, target: onnx.ModelProto) -> None:
     for node in target.graph.node:
         if node.name in node_metadata and not node.metadata_props:
             node.metadata_props.extend(node_metadata[node.name])
+
+
+def _list_initializers_as_inputs(source: onnx.ModelProto, target: onnx.ModelProto) -> None:
+    """IR versions below 4 require every initializer to be a graph input too, which graphsurgeon does not export.
+
+    The inputs are listed as the source listed them (its entries, its order), so the user's graph keeps its look;
+    initializers the passes removed go, and ones they added are appended, described by their tensor.
+    """
+    if source.ir_version >= 4:
+        return
+    exported = {value.name: value for value in target.graph.input}
+    initializers = {tensor.name: tensor for tensor in target.graph.initializer}
+    listed = {value.name: value for value in source.graph.input if value.name in exported or value.name in initializers}
+    listed.update(exported)
+    for name, tensor in initializers.items():
+        if name not in listed:
+            listed[name] = onnx.helper.make_tensor_value_info(name, tensor.data_type, tensor.dims)
+    del target.graph.input[:]
+    target.graph.input.extend(listed.values())

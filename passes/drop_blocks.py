@@ -1,6 +1,8 @@
 """DropBlocks: remove residual blocks by routing their consumers to the skip tensor."""
 from __future__ import annotations
 
+from collections import Counter
+
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -19,8 +21,9 @@ class DropBlocks(GraphPass):
     def __init__(self, blocks: list[Block]):
         for block in blocks:
             if not block.droppable:
-                raise GraphoptError(f"block '{block.id}' cannot be dropped: its shortcut is a "
-                                    f"{block.shortcut} or changes the shape")
+                why = ("its shortcut is a projection" if block.shortcut == "projection" else
+                       "its output shape differs from its input's, or shape inference could not tell")
+                raise GraphoptError(f"block '{block.id}' cannot be dropped: {why}")
         self.blocks = blocks
 
     def rewrite(self, graph: gs.Graph) -> PassResult:
@@ -45,7 +48,11 @@ class DropBlocks(GraphPass):
 
 
 def select_blocks(blocks: list[Block], ids: list[str]) -> list[Block]:
-    """The blocks named by `ids`, in graph order; an unknown id is an error that lists the known ones."""
+    """The blocks named by `ids`, in graph order; an unknown id is an error that lists the known ones, and so is a
+    repeated one (a block is dropped once, so a repeat is most likely a typo for another block)."""
+    repeated = [i for i, count in Counter(ids).items() if count > 1]
+    if repeated:
+        raise GraphoptError(f"block id(s) given more than once: {', '.join(repeated)}")
     by_id = {b.id: b for b in blocks}
     unknown = [i for i in ids if i not in by_id]
     if unknown:

@@ -20,10 +20,11 @@ from graphopt.passes import drop_blocks
 from graphopt.pipeline import accelerate
 from graphopt.settings import LR_CANDIDATES
 from tests import zoo
+from tests.fake_latency import SimulatedBackend
 from tests.helpers import assert_close, run_onnx
 
 FAST = ["--score-iterations", "3", "--recover-iterations", "6", "--repeats", "3", "--warmup", "1", "--min-seconds",
-        "0", "--threads", "1", "--quiet"]
+        "0", "--max-timing-seconds", "0", "--threads", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,9 @@ def test_cli_accelerate_writes_verified_model_and_report(tiny, tmp_path, capsys)
     assert len(report["dropped"]) == 2 and report["blocks"] == {"found": 6, "droppable": 4}
     assert set(report["recoverability"]) == {"layer1.0", "layer1.1", "layer2.1", "layer3.1"}
     assert report["ranking"][:2] == sorted(report["ranking"][:2], key=report["ranking"].index)
+    # --max-timing-seconds 0: no rounds are added for noise, so exactly --repeats runs are timed
     assert report["latency"]["base"]["runs"] == 3 and report["latency"]["ratio"] > 0
+    assert report["latency"]["noise"] >= 0 and report["target"] is None
     assert report["feature_error"]["after_recovery"] <= report["feature_error"]["before_recovery"]
     assert report["feature_error"]["lr"] in LR_CANDIDATES  # picked by the probes, no --lr given
     assert 0 <= report["agreement_top1"] <= 1
@@ -90,7 +93,8 @@ def test_recovery_write_back_matches_trained_pytorch(tiny):
 
 def test_api_with_torch_module_and_cache(tiny, tmp_path):
     _, images = tiny
-    options = dict(drop=1, score_iterations=2, recover_iterations=2, repeats=2, warmup=1, min_seconds=0, threads=1,
+    options = dict(drop=1, score_iterations=2, recover_iterations=2, repeats=2, warmup=1, min_seconds=0,
+                   max_timing_seconds=0, threads=1,
                    cache_dir=str(tmp_path / "cache"))
     first = graphopt.accelerate(zoo.tiny_resnet(), images, example_input=torch.randn(1, 3, 16, 16), quiet=True,
                                 **options)
@@ -108,7 +112,7 @@ def test_given_blocks_are_dropped_and_recovered(tiny, tmp_path):
     _, images = tiny
     model = zoo.export(zoo.tiny_resnet(), torch.randn(1, 3, 16, 16), tmp_path / "m.onnx", "torchscript")
     result = accelerate(model, images, blocks=["layer3.1", "layer1.0"], recover_iterations=4, repeats=2, warmup=1,
-                        min_seconds=0, threads=1, quiet=True)
+                        min_seconds=0, max_timing_seconds=0, threads=1, quiet=True)
     assert result.report["dropped"] == ["layer1.0", "layer3.1"] and result.report["recoverability"] == {}
     assert "recoverability" not in result.report["seconds"]
     assert result.report["feature_error"]["after_recovery"] <= result.report["feature_error"]["before_recovery"]
@@ -118,11 +122,15 @@ def test_target_latency_is_met_by_measurement(exported, tmp_path):
     path = tmp_path / "resnet18.onnx"
     onnx.save(exported("resnet18", "torchscript"), str(path))
     images = zoo.write_images(tmp_path / "images", 6, size=72)
-    result = accelerate(path, images, target_latency=0.9, score_iterations=1, recover_iterations=1, repeats=5,
-                        warmup=1, threads=1, use_cache=False, quiet=True)
-    selection = result.report["selection"]
-    assert selection["ratio"] <= 0.9 and selection["attempts"][-1]["measured_ratio"] == selection["ratio"]
-    assert selection["blocks"] == result.report["dropped"]
+    # latency from a simulated backend (multiply-adds): whether a target is met is decided on no real timing here
+    result = accelerate(path, images, target_latency=0.9, score_iterations=1, recover_iterations=1, threads=1,
+                        use_cache=False, quiet=True, backend=SimulatedBackend())
+    report = result.report
+    # exit 0 only when graphopt's own final measurement of the recovered model is within the target
+    assert report["target"]["met"] and report["latency"]["ratio"] <= 0.9
+    final = [a for a in report["selection"]["attempts"] if a["stage"] == "final"]
+    assert final and final[-1]["measured_ratio"] == report["latency"]["ratio"]
+    assert report["selection"]["blocks"] == report["dropped"]
 
 
 @pytest.mark.parametrize("case,code,message", [

@@ -7,7 +7,7 @@ from tools.bench_blocks import bench_architecture, export_torchvision, main, spr
 
 def test_bench_architecture_structure(tmp_path):
     model = export_torchvision("resnet18", 32, tmp_path)
-    backend = get_backend("onnxruntime", TimingSettings(batch=1, warmup=0, repeats=2), threads=1)
+    backend = get_backend("onnxruntime", TimingSettings(batch=1, warmup=0, repeats=2, max_seconds=1), threads=1)
     result = bench_architecture(model, backend, max_blocks=3)
     assert (result["blocks"], result["droppable"]) == (8, 5)
     assert result["measured"] == ["layer1.0", "layer2.1", "layer4.1"]

@@ -190,7 +190,7 @@ def test_rows_pair_each_model_with_its_quality_and_an_original_repeat(two_per_st
     from tools import baselines
     bench = baselines.Bench("t", "tiny", model_path=None, model_record=dict,
                             quality=lambda m: {"top1": fmnist.evaluate(m, limit=200)}, metric="top-1",
-                            timing=TimingSettings(batch=1, warmup=1, repeats=3), calib_folder=None, calib_sizes=(),
+                            timing=TimingSettings(batch=1, warmup=1, repeats=3, max_seconds=1), calib_folder=None, calib_sizes=(),
                             preprocessing={})
     variants = baselines.baseline_variants(two_per_stage, ks=[1], seeds=[0])
     rows = baselines.measure_rows(bench, two_per_stage, variants, log=lambda _: None)

@@ -290,10 +290,23 @@ def test_split_is_by_file_seeded_and_keeps_both_sides_non_empty(ten_images, mode
     assert calib.split(0.25, seed=0)[1].files == held.files
     assert {calib.split(0.25, seed=s)[1].files for s in range(5)} != {held.files}
     assert len(calib.split(0.01)[1]) == 1 and len(calib.split(0.99)[0]) == 1
-    with pytest.raises(GraphoptError, match="at least 2 calibration samples"):
+    with pytest.raises(GraphoptError, match="at least 2 distinct calibration files"):
         held.split(0.5)[1].split(0.5)
     with pytest.raises(GraphoptError, match="between 0 and 1"):
         calib.split(1.0)
+
+
+def test_copies_of_one_file_never_land_on_both_sides(ten_images, models):
+    for i in range(3):  # the same photo three more times under other names
+        shutil.copy(ten_images / "03.jpg", ten_images / f"copy{i}.jpg")
+    calib = load_calibration(ten_images, models["rgb"])
+    assert len(calib) == 13 and calib.sources() == 10
+    for seed in range(8):
+        train, held = calib.split(0.3, seed=seed)
+        assert not set(train.digests) & set(held.digests)
+        assert train.sources() + held.sources() == 10 and held.sources() == 3
+    with pytest.raises(GraphoptError, match="have 1"):
+        calib.split(0.3)[1].head(1).split(0.5)
 
 
 def test_fingerprint_follows_contents_and_settings_not_location(ten_images, tmp_path, models):

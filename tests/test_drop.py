@@ -65,6 +65,8 @@ def test_unknown_and_undroppable_ids_are_errors(exported):
         drop_blocks(model, ["layer2.0"])
     with pytest.raises(GraphoptError, match="no blocks"):
         drop_blocks(model, [])
+    with pytest.raises(GraphoptError, match="more than once: layer1.1$"):
+        drop_blocks(model, ["layer1.1", "layer3.1", "layer1.1"])
 
 
 def test_pass_reports_whether_it_changed(exported):

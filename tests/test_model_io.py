@@ -24,6 +24,22 @@ def test_bad_files_are_clear_errors(tmp_path, exported):
         model_io.load_model(truncated)
 
 
+@pytest.mark.parametrize("version", [6, 99])
+def test_unsupported_opset_names_the_supported_range(exported, version):
+    model = exported("resnet18", "torchscript")
+    model.opset_import[0].version = version
+    supported = model_io.supported_opsets()
+    with pytest.raises(GraphoptError, match=f"opset {version} is not supported: graphopt handles ONNX opsets "
+                                            f"{supported.start} to {supported.stop - 1} "):
+        model_io.load_model(model)
+
+
+def test_supported_opsets_are_what_onnx_and_onnxruntime_both_know():
+    supported = model_io.supported_opsets()
+    assert supported.start == model_io.MIN_OPSET == 7
+    assert 17 < supported.stop <= onnx.defs.onnx_opset_version() + 1  # the exporters' opsets are in
+
+
 def test_load_copies_a_model_proto(exported):
     model = exported("resnet18", "torchscript")
     loaded = model_io.load_model(model)

@@ -30,13 +30,16 @@ def test_dynamic_non_batch_dims_need_a_shape():
 
 def test_measure_and_compare(exported):
     model = exported("resnet18", "torchscript")
-    backend = get_backend("onnxruntime", TimingSettings(batch=2, warmup=2, repeats=7, min_seconds=0), threads=1)
+    backend = get_backend("onnxruntime", TimingSettings(batch=2, warmup=2, repeats=7, min_seconds=0,
+                                                        max_seconds=3), threads=1)
     stats = backend.measure(model)
     assert stats.runs == 7 and stats.batch == 2
     assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms
     comparison = backend.compare(model, drop_blocks(model, ["layer1.1"]))
-    assert comparison.base.runs == comparison.other.runs == 7
+    # 7 rounds at least; more while the ratio is noisier than the threshold (how many depends on the machine)
+    assert comparison.base.runs == comparison.other.runs >= 7
     assert comparison.ratio == comparison.other.median_ms / comparison.base.median_ms
+    assert comparison.noise > 0 and comparison.noisy == (comparison.noise > backend.settings.noise_threshold)
     assert backend.describe()["runtime"] == "onnxruntime-cpu"
 
 

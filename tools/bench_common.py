@@ -56,7 +56,7 @@ def export_torchscript(model, example, path: Path) -> onnx.ModelProto:
     model.eval()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript", category=DeprecationWarning)
-        # Lite0's TF-style padding defeats torch's constant folding, which warns; effnet_lite folds afterwards.
+        # Lite0's TF-style padding defeats torch's constant folding, which warns; graphopt folds its working copy.
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(model, example, str(path), dynamo=False, opset_version=17, input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})

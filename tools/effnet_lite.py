@@ -17,8 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
 from PIL import Image
 
 from graphopt.errors import GraphoptError
@@ -168,7 +166,7 @@ def export_lite0(path: Path) -> dict:
     import torch
 
     model = _load_torch_model()
-    exported = _fold_constants(export_torchscript(model, torch.zeros(1, 3, CROP, CROP), path.with_suffix(".tmp.onnx")))
+    exported = export_torchscript(model, torch.zeros(1, 3, CROP, CROP), path.with_suffix(".tmp.onnx"))
     views = eval_views()[:32]
     with torch.no_grad():
         expected = model(torch.from_numpy(views)).numpy()
@@ -182,14 +180,6 @@ def export_lite0(path: Path) -> dict:
               "params": sum(p.numel() for p in model.parameters()), "check": check}
     path.with_suffix(".json").write_text(json.dumps(record, indent=2))
     return record
-
-
-def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The exporter leaves each TF-style 'same' padding as a 10-node subgraph computing constant pads (its
-    reversed Slice defeats torch's folding); fold them so the graph reads as a deployed Lite0 would."""
-    graph = gs.import_onnx(model)
-    graph.fold_constants().cleanup().toposort()
-    return gs.export_onnx(graph)
 
 
 @lru_cache(maxsize=2)

@@ -34,7 +34,7 @@ from tools.bench_common import run_cli
 COMMAND = "python -m tools.make_results"
 REPO = Path(__file__).resolve().parent.parent
 MARKERS = {"original": "*", "original-repeat": "x", "random": "o", "last-per-stage": "s", "proxy": "^",
-           "accelerate": "D", "random + recovery": "v"}
+           "accelerate": "D", "random + recovery": "v", "ort quantize_static": "P", "accelerate int8": "X"}
 
 
 # --------------------------------------------------------------------------- accelerate rows (hook)
@@ -54,10 +54,13 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
     from graphopt.pipeline import accelerate
 
     preprocess = {"norm": bench.preprocessing["preset"], "resize": bench.preprocessing["resize"]}
+    method = "accelerate int8" if overrides.get("precision") == "int8" else "accelerate"
     variants = []
     for size in sizes:
         for seed in seeds:
             folder = bench.calib_folder(size, seed)
+            if method == "accelerate int8":
+                variants.append(_ort_int8_variant(bench, original, folder, size, seed))
             for target in targets:
                 start = time.perf_counter()
                 result = accelerate(original, folder, target_latency=target, threads=threads, preprocess=preprocess,
@@ -66,7 +69,7 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
                 report = result.report
                 log(f"[{bench.name}] accelerate: {size} images, seed {seed}, target {target}: dropped "
                     f"{','.join(report['dropped'])} in {wall:.0f} s")
-                variants.append(({"method": "accelerate", "dropped": report["dropped"], "k": len(report["dropped"]),
+                variants.append(({"method": method, "dropped": report["dropped"], "k": len(report["dropped"]),
                                   "seed": seed, "recovery": "feature mimicking", "calibration": f"{size} images",
                                   "wall_s": round(wall, 1),
                                   "extra": {"target_latency": target, "settings": overrides,
@@ -84,6 +87,17 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
                                       "extra": {"target_latency": target, "settings": overrides,
                                                 "held_out_agreement": twin.report["agreement_top1"]}}, twin.model))
     return variants
+
+
+def _ort_int8_variant(bench: Bench, original: onnx.ModelProto, folder: Path, size: int,
+                      seed: int) -> tuple[dict, onnx.ModelProto]:
+    """The user's alternative: onnxruntime quantize_static (QDQ, per-channel) from the same calibration folder."""
+    from tools.ort_int8 import folder_images, quantize_static_baseline
+    start = time.perf_counter()
+    images = folder_images(original, folder, bench.preprocessing["preset"], bench.preprocessing["resize"])
+    model = quantize_static_baseline(original, images)
+    return ({"method": "ort quantize_static", "dropped": [], "k": 0, "seed": seed, "recovery": "none",
+             "calibration": f"{size} images", "wall_s": round(time.perf_counter() - start, 1)}, model)
 
 
 def _setting(text: str) -> tuple[str, object]:

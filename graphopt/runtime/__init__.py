@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from graphopt.errors import GraphoptError
-from graphopt.runtime.base import Comparison, LatencyBackend, LatencyStats, TimingSettings
+from graphopt.runtime.base import Comparison, LatencyBackend, LatencyStats, TimingRun, TimingSettings
 
 RUNTIMES = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 
@@ -25,4 +25,4 @@ def get_backend(runtime: str = "onnxruntime", settings: TimingSettings | None = 
     raise GraphoptError(f"unknown runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
 
 
-__all__ = ["Comparison", "LatencyBackend", "LatencyStats", "TimingSettings", "get_backend", "RUNTIMES"]
+__all__ = ["Comparison", "LatencyBackend", "LatencyStats", "TimingRun", "TimingSettings", "get_backend", "RUNTIMES"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,17 +32,61 @@ class LatencyStats:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Two models timed in interleaved runs; `ratio` is other/base of the medians."""
+    """Two models timed in interleaved runs; `ratio` is other/base of the medians, `noise` its uncertainty."""
 
     base: LatencyStats
     other: LatencyStats
+    noise: float = 0.0
+    noisy: bool = False
 
     @property
     def ratio(self) -> float:
         return self.other.median_ms / self.base.median_ms
 
     def to_dict(self) -> dict:
-        return {"base": self.base.to_dict(), "other": self.other.to_dict(), "ratio": self.ratio}
+        return {"base": self.base.to_dict(), "other": self.other.to_dict(), "ratio": self.ratio,
+                "noise": self.noise, "noisy": self.noisy}
+
+
+@dataclass(frozen=True)
+class TimingRun:
+    """Models timed in one interleaved run, the first being the base.
+
+    A second copy of the base (its own session) runs in the same rounds, so `control_ratio` shows what a ratio of
+    1 reads as on this machine right now. `noise` is the relative uncertainty of a ratio to the base: the larger
+    of the control's distance from 1 and the 90% bootstrap half-width of any model's ratio over the rounds.
+    """
+
+    stats: list[LatencyStats]
+    control_ratio: float
+    noise: float
+    noisy: bool
+    seconds: float
+
+    def ratio(self, index: int) -> float:
+        return self.stats[index].median_ms / self.stats[0].median_ms
+
+    def comparison(self, index: int) -> Comparison:
+        return Comparison(self.stats[0], self.stats[index], self.noise, self.noisy)
+
+    def to_dict(self) -> dict:
+        return {"control_ratio": self.control_ratio, "noise": self.noise, "noisy": self.noisy,
+                "seconds": self.seconds}
+
+
+def ratio_noise(samples: np.ndarray, resamples: int = 200, seed: int = 0) -> float:
+    """90% bootstrap half-width, relative, of each row's median ratio to row 0 (rows: models, columns: rounds),
+    worst row. Rounds are resampled whole, so load that hits every model of a round alike cancels out."""
+    rounds = samples.shape[1]
+    if rounds < 2:
+        return float("inf")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, rounds, size=(resamples, rounds))
+    medians = np.median(samples[:, picks], axis=2)  # models x resamples
+    ratios = medians[1:] / medians[:1]
+    point = np.median(samples[1:], axis=1) / np.median(samples[0])
+    low, high = np.percentile(ratios, [5, 95], axis=1)
+    return float(np.max((high - low) / 2 / point))
 
 
 class Runner(abc.ABC):
@@ -57,13 +102,17 @@ class Runner(abc.ABC):
 @dataclass
 class TimingSettings:
     """`repeats` timed rounds at least, and more until `min_seconds` of timed runs have passed: a model that runs in
-    a fraction of a millisecond needs hundreds of runs before its median stops moving."""
+    a fraction of a millisecond needs hundreds of runs before its median stops moving. A ratio whose measured noise
+    is above `noise_threshold` gets more rounds, `repeats` at a time, until `max_seconds` of wall time have passed
+    since the run began."""
 
     batch: int = 1
     warmup: int = 10
     repeats: int = 30
     min_seconds: float = 1.0
     input_shapes: dict[str, tuple[int, ...]] | None = None
+    noise_threshold: float = 0.02  # a ratio less certain than this keeps being measured...
+    max_seconds: float = 30.0  # ...until this much wall time has passed, then is reported as noisy
 
 
 class LatencyBackend(abc.ABC):
@@ -73,6 +122,10 @@ class LatencyBackend(abc.ABC):
 
     def __init__(self, settings: TimingSettings | None = None):
         self.settings = settings or TimingSettings()
+
+    def clock(self) -> float:
+        """Seconds from an arbitrary start, for the timing cap (a simulated backend keeps its own)."""
+        return time.perf_counter()
 
     @abc.abstractmethod
     def load(self, model: onnx.ModelProto) -> Runner:
@@ -86,22 +139,41 @@ class LatencyBackend(abc.ABC):
         return self.measure_many([model])[0]
 
     def compare(self, base: onnx.ModelProto, other: onnx.ModelProto) -> Comparison:
-        first, second = self.measure_many([base, other])
-        return Comparison(first, second)
+        return self.time_run([base, other]).comparison(1)
 
     def measure_many(self, models: list[onnx.ModelProto], progress: str | None = None) -> list[LatencyStats]:
+        """Statistics of each model, timed interleaved (see `time_run`)."""
+        return self.time_run(models, progress).stats
+
+    def time_run(self, models: list[onnx.ModelProto], progress: str | None = None) -> TimingRun:
         """Time several models with their runs interleaved, so machine noise hits all of them alike; the order
-        within a round rotates so no model always runs first.
+        within a round rotates so no model always runs first. With more than one model, a control copy of the
+        first is timed too and rounds are added while the ratios are noisier than `noise_threshold`.
 
         With `progress`, a progress bar of that title counts the rounds.
         """
-        settings = self.settings
-        runners = [self.load(m) for m in models]
+        control = len(models) > 1
+        runners = [self.load(m) for m in [*models, *models[:1]]] if control else [self.load(models[0])]
         bar = tqdm(desc=progress, disable=progress is None, leave=False, unit="round")
-        samples: list[list[float]] = [[] for _ in runners]
-        timed_ms, round_ = 0.0, 0
         try:
-            while round_ < settings.warmup + settings.repeats or timed_ms < 1000 * settings.min_seconds:
+            samples, noise = self._rounds(runners, control, bar)
+        finally:
+            bar.close()
+            for runner in runners:
+                runner.close()
+        stats = [LatencyStats.from_samples(list(row), self.settings.batch) for row in samples[:len(models)]]
+        control_ratio = float(np.median(samples[-1]) / np.median(samples[0])) if control else 1.0
+        return TimingRun(stats, control_ratio, noise, noise > self.settings.noise_threshold,
+                         round(float(samples.sum()) / 1000, 3))
+
+    def _rounds(self, runners: list[Runner], control: bool, bar) -> tuple[np.ndarray, float]:
+        """Timed samples (runners x rounds) and their ratio noise (0 without a control)."""
+        settings = self.settings
+        samples: list[list[float]] = [[] for _ in runners]
+        timed_ms, round_, goal = 0.0, 0, settings.warmup + settings.repeats
+        started = self.clock()
+        while True:
+            while round_ < goal or timed_ms < 1000 * settings.min_seconds:
                 # rotate who goes first: the first model of a round was measured reading ~7% slow on a CPU
                 for index in (i % len(runners) for i in range(round_, round_ + len(runners))):
                     elapsed = runners[index].run_ms()
@@ -110,8 +182,11 @@ class LatencyBackend(abc.ABC):
                         timed_ms += elapsed
                 round_ += 1
                 bar.update()
-        finally:
-            bar.close()
-            for runner in runners:
-                runner.close()
-        return [LatencyStats.from_samples(s, self.settings.batch) for s in samples]
+            array = np.asarray(samples, dtype=np.float64)
+            if not control:
+                return array, 0.0
+            noise = max(abs(float(np.median(array[-1]) / np.median(array[0])) - 1), ratio_noise(array))
+            # the cap is wall time: for a sub-millisecond model the runs are a small part of what a round costs
+            if noise <= settings.noise_threshold or self.clock() - started >= settings.max_seconds:
+                return array, noise
+            goal = round_ + settings.repeats

@@ -67,3 +67,24 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
             raise GraphoptError(f"bad --input-shape '{spec}': expected NAME:D0xD1x... such as "
                                 f"input:1x3x224x224") from None
     return shapes
+
+
+def checked_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None
+                         ) -> dict[str, tuple[int, ...]] | None:
+    """`shapes` (from --input-shape) after checking each names an input of `model` with that many dimensions."""
+    if not shapes:
+        return None
+    inputs = {value.name: value for value in runtime_inputs(model)}
+    for name, shape in shapes.items():
+        if name not in inputs:
+            raise GraphoptError(f"--input-shape names '{name}', which is not an input of the model "
+                                f"(inputs: {', '.join(inputs)})")
+        rank = len(inputs[name].type.tensor_type.shape.dim)
+        if len(shape) != rank or min(shape) < 1:
+            raise GraphoptError(f"--input-shape {name}: {'x'.join(map(str, shape))} does not fit an input of "
+                                f"{rank} dimensions (every dimension at least 1)")
+        for axis, dim in enumerate(inputs[name].type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != shape[axis]:
+                raise GraphoptError(f"--input-shape {name}: dimension {axis} is fixed at {dim.dim_value} by the "
+                                    f"model (got {shape[axis]})")
+    return dict(shapes)

