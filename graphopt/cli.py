@@ -218,32 +218,18 @@ def _check_writable(output: Path, model: Path) -> None:
         raise GraphoptError(f"cannot write {output}: folder {parent} does not exist")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="graphopt", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("accelerate", help="drop the blocks easiest to lose and recover on calibration images")
-    _add_model(p)
-    p.add_argument("--calib", type=Path, required=True, help="folder of calibration images (or .npy tensors)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="accelerated ONNX model to write")
-    goal = p.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--target-latency", type=float, help="latency as a ratio of the original's, e.g. 0.8")
-    goal.add_argument("--target-ms", type=float, help="latency in milliseconds")
-    goal.add_argument("--drop", type=int, help="drop this many blocks")
-    goal.add_argument("--blocks", help="drop exactly these comma-separated block ids, then recover")
-    p.add_argument("--report", type=Path, help="write a JSON report here")
-    p.add_argument("--engine", type=Path, help="also write the TensorRT engine of the result (--runtime tensorrt)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
-    prep = p.add_argument_group("preprocessing")
+def _add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
+    prep = parser.add_argument_group("preprocessing")
     prep.add_argument("--size", help="input size N or HxW (default: from the model's input shape)")
     prep.add_argument("--norm", choices=["imagenet", "tf", "unit"], help="normalisation preset (default imagenet)")
     prep.add_argument("--mean", type=float, nargs="+", help="explicit per-channel mean")
     prep.add_argument("--std", type=float, nargs="+", help="explicit per-channel std")
     prep.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
     prep.add_argument("--resize", choices=["crop", "direct"], help="resize short side + centre crop, or direct")
-    train = p.add_argument_group("training")
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    train = parser.add_argument_group("training")
     defaults = AccelerateSettings()
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--holdout", type=float, default=defaults.holdout,
@@ -264,6 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
                             f"{', '.join(f'{lr:g}' for lr in LR_CANDIDATES)} by held-out feature error)")
     train.add_argument("--cache-dir", help="recoverability cache (default ~/.cache/graphopt or $GRAPHOPT_CACHE_DIR)")
     train.add_argument("--no-cache", action="store_true", help="recompute recoverability scores")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphopt", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("accelerate", help="make the model faster: drop the blocks easiest to lose, recover on "
+                                          "calibration images, optionally quantize to INT8")
+    _add_model(p)
+    p.add_argument("--calib", type=Path, required=True, help="folder of calibration images (or .npy tensors)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="accelerated ONNX model to write")
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target-latency", type=float, help="latency as a ratio of the original's as given (FP32 even with "
+                                                              "--precision int8), e.g. 0.8")
+    goal.add_argument("--target-ms", type=float, help="latency in milliseconds")
+    goal.add_argument("--drop", type=int, help="drop this many blocks")
+    goal.add_argument("--blocks", help="drop exactly these comma-separated block ids, then recover")
+    p.add_argument("--report", type=Path, help="write a JSON report here")
+    p.add_argument("--engine", type=Path, help="also write the TensorRT engine of the result (--runtime tensorrt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
+    _add_preprocessing_options(p)
+    _add_training_options(p)
     _add_latency_options(p)
     p.set_defaults(func=cmd_accelerate)
 

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from graphopt import __version__
@@ -25,7 +24,7 @@ from graphopt.passes import DropBlocks, drop_blocks, select_blocks
 from graphopt.precision import Int8Timing, quantizes_graph
 from graphopt.runtime import Comparison, LatencyBackend, TimingSettings, get_backend
 from graphopt.runtime.inputs import checked_input_shapes, runtime_inputs
-from graphopt.selection import Attempt, Selection, check_reachable, latency_table, predicted_ratio, select
+from graphopt.selection import Attempt, Selection, check_reachable, latency_table, select
 from graphopt.settings import ADAPTOR_LR, FINAL_RESERVE, LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
 from graphopt.shapes import infer_shapes
 from graphopt.target import TargetCheck, confirm_target
@@ -248,8 +247,8 @@ def _recover_until_met(run: _Run, ranked: list[Block], table, selection: Selecti
                 return _Outcome(model, selection, recovered, agreed, run.backend.compare(run.original, model))
             check = confirm_target(run.backend, run.original, model, target)
         ids = [b.id for b in selection.blocks]
-        predicted = predicted_ratio(selection.blocks, table)
-        selection.attempts.extend(Attempt(ids, predicted, m.ratio, m.noise, m.noisy, stage="final")
+        # the recovered model has the architecture selection measured: that measurement is the best prediction
+        selection.attempts.extend(Attempt(ids, selection.ratio, m.ratio, m.noise, m.noisy, stage="final")
                                   for m in check.measurements)
         if check.met:
             return _Outcome(model, selection, recovered, agreed, check)

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from tests import zoo
 
@@ -12,3 +13,12 @@ def zoo_dir(tmp_path_factory):
 def exported(zoo_dir):
     """exported(name, exporter) -> onnx.ModelProto, each exported once per session."""
     return lambda name, exporter: zoo.exported(name, exporter, zoo_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A small ResNet exported with the TorchScript exporter (4 droppable blocks, dynamic batch) and 12 image files:
+    (model path, image folder). Shared by the session: tests must not change either."""
+    folder = tmp_path_factory.mktemp("tiny")
+    path = zoo.export(zoo.tiny_resnet(), torch.randn(2, 3, 16, 16), folder / "tiny.onnx", "torchscript")
+    return path, zoo.write_images(folder / "images", 12)

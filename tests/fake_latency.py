@@ -56,6 +56,7 @@ class SimulatedBackend(LatencyBackend):
     def load(self, model: onnx.ModelProto) -> Runner:
         return _SimulatedRunner(self, self.nominal_ms(model))
 
-    def time_run(self, models: list[onnx.ModelProto], progress: str | None = None) -> TimingRun:
+    def time_run(self, models: list[onnx.ModelProto], progress: str | None = None,
+                 noise_threshold: float | None = None) -> TimingRun:
         self.timings += 1
-        return super().time_run(models, progress)
+        return super().time_run(models, progress, noise_threshold)

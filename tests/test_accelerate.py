@@ -27,13 +27,6 @@ FAST = ["--score-iterations", "3", "--recover-iterations", "6", "--repeats", "3"
         "0", "--max-timing-seconds", "0", "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    path = zoo.export(zoo.tiny_resnet(), torch.randn(2, 3, 16, 16), folder / "tiny.onnx", "torchscript")
-    return path, zoo.write_images(folder / "images", 12)
-
-
 def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

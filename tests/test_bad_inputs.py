@@ -11,24 +11,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import helper
 from PIL import Image
 
 import graphopt
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
-from tests import zoo
 
 FAST = ["--score-iterations", "2", "--recover-iterations", "2", "--repeats", "2", "--warmup", "1", "--min-seconds",
         "0", "--max-timing-seconds", "0", "--threads", "1", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bad-inputs")
-    model = zoo.export(zoo.tiny_resnet(), torch.randn(2, 3, 16, 16), folder / "tiny.onnx", "torchscript")
-    return model, zoo.write_images(folder / "images", 12)
 
 
 def _snapshot(*folders: Path) -> dict[str, str]:

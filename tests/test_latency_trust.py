@@ -1,28 +1,28 @@
 """Noise estimates, re-measurement of implausible savings, selection and the final target check, on a simulated
 latency backend (tests/fake_latency.py): deterministic, no real timing in pass/fail."""
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from graphopt.blocks import find_blocks
 from graphopt.errors import GraphoptError, TargetUnreachable
 from graphopt.passes import drop_blocks
 from graphopt.pipeline import accelerate
 from graphopt.runtime import TimingSettings
-from graphopt.selection import latency_table, predicted_ratio, select
+from graphopt.selection import Attempt, additivity, latency_table, predicted_ratio, select
 from graphopt.target import confirm_target
-from tests import zoo
 from tests.fake_latency import SimulatedBackend
 
 FAST = dict(score_iterations=3, recover_iterations=4, lr=1e-3, threads=1, use_cache=False, quiet=True)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trust")
-    path = zoo.export(zoo.tiny_resnet(), torch.randn(2, 3, 16, 16), folder / "tiny.onnx", "torchscript")
-    return onnx.load(str(path)), zoo.write_images(folder / "images", 12)
+def tiny(tiny):
+    """conftest's tiny model, loaded: (ModelProto, image folder)."""
+    path, images = tiny
+    return onnx.load(str(path)), images
 
 
 def _droppable(model):
@@ -149,3 +149,20 @@ def test_given_blocks_are_checked_before_any_timing(tiny):
     with pytest.raises(GraphoptError, match="projection"):
         accelerate(model, images, blocks=["layer1.0", "layer2.0"], backend=backend, **FAST)
     assert backend.timings == 0
+
+
+def test_predictions_learn_how_far_savings_add_up(tiny):
+    model, _ = tiny
+    blocks = _droppable(model)
+    table = latency_table(SimulatedBackend(), model, blocks, quiet=True)
+    two, three = blocks[:2], blocks[:3]
+    summed = [sum(table.savings[b.id] for b in chosen) for chosen in (two, three)]
+    assert predicted_ratio(three, table) == pytest.approx(1 - summed[1])
+    # the two-block drop measured only 80% of its summed saving: later predictions expect the same shortfall
+    measured = Attempt([b.id for b in two], 1 - summed[0], 1 - 0.8 * summed[0], 0.0, False)
+    assert additivity(table, [measured]) == pytest.approx(0.8)
+    assert predicted_ratio(three, table, [measured]) == pytest.approx(1 - 0.8 * summed[1])
+    final = replace(measured, stage="final", measured_ratio=0.0)  # final measurements do not teach additivity
+    assert additivity(table, [measured, final]) == pytest.approx(0.8)
+    wild = replace(measured, measured_ratio=1 - 3 * summed[0])
+    assert additivity(table, [wild]) == 1.5

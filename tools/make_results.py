@@ -2,6 +2,7 @@
 
     python -m tools.make_results                 # training-free baselines on Fashion-MNIST and EfficientNet-Lite0
     python -m tools.make_results --accelerate    # plus graphopt.accelerate rows (slow: one run per row)
+    python -m tools.make_results --accelerate --precisions fp32 int8   # plus INT8 rows and quantize_static
 
 Needs the bench extra and the Debian data (bash tools/install_bench_data.sh). The first run trains the
 Fashion-MNIST teacher (cached afterwards).
@@ -76,7 +77,7 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
                                             "own_latency_ratio": report["latency"]["ratio"],
                                             "held_out_agreement": report["agreement_top1"],
                                             "seconds": report["seconds"]}}, result.model))
-                if random_recovered:
+                if random_recovered and report["dropped"]:
                     droppable = [b.id for b in find_blocks(original) if b.droppable]
                     drawn = sorted(random.Random(seed).sample(droppable, len(report["dropped"])), key=droppable.index)
                     twin = accelerate(original, folder, blocks=drawn, threads=threads, preprocess=preprocess,
@@ -245,9 +246,12 @@ def run_bench(bench: Bench, args: argparse.Namespace) -> dict:
     original = load_model(bench.model_path())
     variants = baseline_variants(original, args.k, args.seeds)
     if args.accelerate:
-        variants += accelerate_variants(bench, original, args.calib_sizes or list(bench.calib_sizes),
-                                        args.calib_seeds, args.targets, args.threads,
-                                        dict(_setting(t) for t in args.accelerate_set), args.random_recovered)
+        for precision in args.precisions:
+            overrides = {**dict(_setting(t) for t in args.accelerate_set), "precision": precision}
+            targets = args.int8_targets if precision == "int8" and args.int8_targets else args.targets
+            variants += accelerate_variants(bench, original, args.calib_sizes or list(bench.calib_sizes),
+                                            args.calib_seeds, targets, args.threads, overrides,
+                                            args.random_recovered)
     rows = measure_rows(bench, original, variants, args.threads)
     return {"title": bench.title, "metric": bench.metric, "model": bench.model_record(),
             "preprocessing": bench.preprocessing, "timing": {k: v for k, v in vars(bench.timing).items()
@@ -268,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.65],
                         help="accelerate latency targets, as ratios to the original")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "int8"], default=["fp32"],
+                        help="accelerate rows for each output precision; int8 rows come with the user's alternative, "
+                             "onnxruntime quantize_static on the same calibration folder")
+    parser.add_argument("--int8-targets", type=float, nargs="+", default=None,
+                        help="targets for the int8 rows (default: --targets), ratios to the FP32 original")
     parser.add_argument("--accelerate-set", action="append", default=[], metavar="KEY=VALUE",
                         help="accelerate setting, e.g. recover_iterations=100 (repeatable)")
     parser.add_argument("--no-random-recovered", dest="random_recovered", action="store_false",
