@@ -49,8 +49,8 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Bl
         if params:
             break
     teacher = Teacher(original, [student.cut, *matched], threads)
-    held_batch = _student_batch(teacher, held, student.cut, matched)
-    batches = _epochs(teacher, train, student.cut, matched, settings)
+    held_batch = student_batch(teacher, held, student.cut, matched)
+    batches = epochs(teacher, train, student.cut, matched, settings)
     if lr_candidates:
         settings = replace(settings, lr=choose_lr(student.forward, params, batches, held_batch, settings,
                                                   lr_candidates, quiet))
@@ -68,17 +68,17 @@ def _cuts(original: onnx.ModelProto, dropped: list[Block], blocks: list[Block]) 
     return list(dict.fromkeys([dropped[0].skip, *earlier, runtime_inputs(original)[0].name]))
 
 
-def _student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: list[str]) -> Batch:
+def student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: list[str]) -> Batch:
     values = teacher(images)
     return values[cut].to(device()), [values[f].to(device()) for f in features]
 
 
-def _epochs(teacher: Teacher, train: CalibrationSet, cut: str, features: list[str],
+def epochs(teacher: Teacher, train: CalibrationSet, cut: str, features: list[str],
             settings: MimicSettings) -> Iterator[Batch]:
     """Minibatches over a freshly augmented copy of the calibration images each epoch."""
     generator = torch.Generator().manual_seed(settings.seed)
     while True:
-        inputs, targets = _student_batch(teacher, train.augmented(generator), cut, features)
+        inputs, targets = student_batch(teacher, train.augmented(generator), cut, features)
         batches = minibatches(inputs, targets, settings.batch_size, generator)
         for _ in range(max(1, -(-len(inputs) // settings.batch_size))):
             yield next(batches)

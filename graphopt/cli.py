@@ -155,7 +155,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         min_seconds=args.min_seconds, noise_threshold=args.noise_threshold,
         max_timing_seconds=args.max_timing_seconds, input_shapes=parse_input_shapes(args.input_shape) or None,
         feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
-        time_budget=args.time_budget, match_logits=args.match_logits, score_iterations=args.score_iterations,
+        time_budget=args.time_budget, match_logits=args.match_logits, int8_recovery=args.int8_recovery, score_iterations=args.score_iterations,
         recover_iterations=args.recover_iterations, lr=args.lr,
         batch_size=args.batch_size,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
@@ -177,7 +177,7 @@ def _print_summary(report: dict, output: Path) -> None:
     print(table(["blocks dropped", "stage", "predicted ratio", "measured ratio", "noise ±", ""], attempts))
     print(table(["model", "latency ratio", "top-1 agreement"],
                 [[row["model"], f"{row['ratio']:.3f}", _percent(row["agreement_top1"])] for row in report["rows"]]))
-    latency, recovery = report["latency"], report["feature_error"]
+    latency, recovery, int8 = report["latency"], report["feature_error"], report["int8_recovery"]
     held = report["calibration"]
     rows = [["blocks dropped", ", ".join(report["dropped"]) or "none"],
             ["latency before (ms)", f"{latency['base']['median_ms']:.3f}"],
@@ -186,6 +186,8 @@ def _print_summary(report: dict, output: Path) -> None:
              f"{latency['ratio']:.3f} ± {latency['noise']:.3f}" + (" (noisy)" if latency["noisy"] else "")],
             *([["feature error before recovery", f"{recovery['before_recovery']:.4f}"],
                ["feature error after recovery", f"{recovery['after_recovery']:.4f}"]] if recovery else []),
+            *([["INT8 error, rounded to nearest", f"{int8['error_before']:.4f}"],
+               ["INT8 error after INT8 recovery", f"{int8['error_after']:.4f}"]] if int8 else []),
             [f"top-1 agreement, {held['held_out_files']} held-out files", _percent(report["agreement_top1"])
              + ("" if held["agreement_reliable"] else " (unreliable: fewer than 8 held-out files)")],
             *[[f"time: {stage} (s)", f"{seconds:.1f}"] for stage, seconds in report["seconds"].items()],
@@ -244,6 +246,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--match-logits", action="store_true",
                        help="recovery also matches the original's class scores (relative squared error), not only "
                             "the features before pooling")
+    train.add_argument("--no-int8-recovery", dest="int8_recovery", action="store_false",
+                       help="with --precision int8: quantize by rounding to nearest only, without first fine-tuning "
+                            "the weights through INT8 rounding on the calibration images")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
     train.add_argument("--lr", type=float, default=None,
                        help="recovery learning rate (default: short probes pick from "

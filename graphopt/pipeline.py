@@ -25,7 +25,8 @@ from graphopt.precision import Int8Timing, quantizes_graph
 from graphopt.runtime import Comparison, LatencyBackend, TimingSettings, get_backend
 from graphopt.runtime.inputs import checked_input_shapes, runtime_inputs
 from graphopt.selection import Attempt, Selection, check_reachable, latency_table, select
-from graphopt.settings import ADAPTOR_LR, FINAL_RESERVE, LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
+from graphopt.settings import (ADAPTOR_LR, FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES, SCORING_SHARE,
+                               AccelerateSettings)
 from graphopt.shapes import infer_shapes
 from graphopt.target import TargetCheck, confirm_target
 from graphopt.verify import agreement, check_recovered, check_valid
@@ -80,13 +81,32 @@ class _Run:
         """Seconds of the budget left after keeping `reserve` (a share of the whole budget) back; at least 1."""
         return max(1.0, self.deadline - time.monotonic() - reserve * 60 * self.settings.time_budget)
 
-    def deliverable(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        """`model` in the precision it is handed back in (INT8 quantized from the training images, or as it is)."""
+    def deliverable(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict | None]:
+        """`model` in the precision it is handed back in: as it is, or INT8 quantized from the training images
+        after few-shot INT8 recovery (unless switched off); with what INT8 recovery measured."""
         if self.int8 is None:
-            return model
+            return model, None
         from graphopt.calibration.quantize import quantize_int8
+        recovered = None
+        if self.settings.int8_recovery:
+            with self.stages("int8 recovery"):
+                recovered = self._recover_int8(model)
+                model = recovered.model
         with self.stages("quantize"):
-            return quantize_int8(model, self.train)
+            quantized = quantize_int8(model, self.train)
+        return quantized, None if recovered is None else {
+            "error_before": recovered.result.error_before, "error_after": recovered.result.error_after,
+            "steps": recovered.result.steps, "lr": recovered.lr}
+
+    def _recover_int8(self, model: onnx.ModelProto):
+        from graphopt.calibration.int8_recovery import recover_int8
+        from graphopt.calibration.mimic import MimicSettings
+        settings = self.settings
+        seconds = self.seconds_left(FINAL_RESERVE) / 1.2  # two learning-rate probes take a tenth each
+        _say(self.quiet, f"INT8 recovery for up to {seconds:.0f} s")
+        mimic = MimicSettings(settings.recover_iterations, settings.batch_size, seed=settings.seed, seconds=seconds)
+        return recover_int8(self.original, model, self.features, _class_scores(self.original, self.features),
+                            self.train, self.held.tensors(), mimic, settings.threads, self.quiet)
 
 
 @dataclass
@@ -98,6 +118,7 @@ class _Outcome:
     recovered: object | None  # Recovered (calibration.recovery), None when no block was dropped
     agreement: float | None
     final: Comparison | TargetCheck
+    int8_recovery: dict | None = None  # what few-shot INT8 recovery measured, when it ran
 
 
 def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None = None, *,
@@ -156,12 +177,18 @@ def _int8_alone(run: _Run, table, target: float | None) -> _Outcome | None:
             return None
         raise TargetUnreachable(f"latency target {target:.3f} was not met: the model has no droppable blocks and "
                                 f"INT8 alone measured {check.describe()}")
+    model, int8_recovery = run.deliverable(run.original)
+    if model is not run.int8:  # INT8 recovery changed the weights, not the graph: confirm the model handed back
+        with run.stages("final latency"):
+            check = confirm_target(run.backend, run.original, model, target)
+        if not check.met:
+            return None
     _say(run.quiet, f"INT8 alone meets the target: measured ratio {check.final.ratio:.3f}, no block dropped")
     attempts = [Attempt([], table.start, m.ratio, m.noise, m.noisy, stage="final") for m in check.measurements]
     with run.stages("verify"):
-        check_valid(run.int8)
-        agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.threads)
-    return _Outcome(run.int8, Selection([], check.final.ratio, attempts), None, agreed, check)
+        check_valid(model)
+        agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
+    return _Outcome(model, Selection([], check.final.ratio, attempts), None, agreed, check, int8_recovery)
 
 
 def _drop_and_recover(run: _Run, table, target: float | None) -> tuple[tuple, _Outcome]:
@@ -238,20 +265,21 @@ def _recover_until_met(run: _Run, ranked: list[Block], table, selection: Selecti
             recovered = _recover(run, selection.blocks)
         with run.stages("verify"):
             check_recovered(run.original, recovered, run.held.tensors(), run.settings.threads)
-        model = run.deliverable(recovered.model)
+        model, int8_recovery = run.deliverable(recovered.model)
         with run.stages("verify"):
             check_valid(model)
             agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
         with run.stages("final latency"):
             if target is None:
-                return _Outcome(model, selection, recovered, agreed, run.backend.compare(run.original, model))
+                return _Outcome(model, selection, recovered, agreed, run.backend.compare(run.original, model),
+                                int8_recovery)
             check = confirm_target(run.backend, run.original, model, target)
         ids = [b.id for b in selection.blocks]
         # the recovered model has the architecture selection measured: that measurement is the best prediction
         selection.attempts.extend(Attempt(ids, selection.ratio, m.ratio, m.noise, m.noisy, stage="final")
                                   for m in check.measurements)
         if check.met:
-            return _Outcome(model, selection, recovered, agreed, check)
+            return _Outcome(model, selection, recovered, agreed, check, int8_recovery)
         if check.undecided:
             raise TargetUnreachable(f"latency target {target:.3f} could not be confirmed: the machine is too noisy "
                                     f"(final model with {', '.join(ids)} dropped measured {check.describe()}; noise "
@@ -272,7 +300,9 @@ def _recover(run: _Run, dropped: list[Block]):
     settings = run.settings
     pruned = drop_blocks(run.original, [b.id for b in dropped], run.blocks)
     probes = () if settings.lr else LR_CANDIDATES
-    seconds = run.seconds_left(FINAL_RESERVE) / (1 + len(probes) / 10)  # each learning-rate probe takes a tenth
+    share = INT8_RECOVERY_SHARE if run.int8 is not None and settings.int8_recovery else 0.0
+    # each learning-rate probe takes a tenth; INT8 recovery, when it follows, keeps its share of what is left
+    seconds = (1 - share) * run.seconds_left(FINAL_RESERVE) / (1 + len(probes) / 10)
     _say(run.quiet, f"recovering for up to {seconds:.0f} s ({settings.recover_iterations} steps at most)")
     mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
                                    settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds)
@@ -319,6 +349,7 @@ def _report(run: _Run, calib, table, ranking: tuple, outcome: _Outcome, target: 
         "feature_error": None if recovered is None else {
             "before_recovery": recovered.result.error_before, "after_recovery": recovered.result.error_after,
             "steps": recovered.result.steps, "lr": recovered.lr},
+        "int8_recovery": outcome.int8_recovery,
         "agreement_top1": outcome.agreement,
         "rows": _rows(run, table, outcome, latency),
     }

@@ -10,6 +10,7 @@ LR_CANDIDATES = (5e-4, 1e-4)
 ADAPTOR_LR = 1e-3
 SCORING_SHARE = 0.3  # of the time left when scoring starts; recovery gets the rest, less FINAL_RESERVE
 FINAL_RESERVE = 0.15  # of the whole budget, kept for quantizing, verifying and timing the final model
+INT8_RECOVERY_SHARE = 0.4  # of the recovery time, for few-shot INT8 recovery after block recovery
 
 
 @dataclass
@@ -36,6 +37,7 @@ class AccelerateSettings:
     time_budget: float = 10.0  # minutes for the whole run; scoring and recovery train within what timing leaves
     score_iterations: int = 60  # caps on training steps (expert overrides; the time budget usually ends them)
     recover_iterations: int = 250
+    int8_recovery: bool = True  # with --precision int8: fine-tune weights through INT8 rounding before quantizing
     match_logits: bool = False  # recovery also matches the original's class scores, not only its features
     lr: float | None = None  # recovery's Adam rate; None: probe LR_CANDIDATES and keep the best on held-out images
     batch_size: int = 16  # images per training step; cost follows images seen (batch x steps), measured

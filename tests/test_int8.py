@@ -8,8 +8,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from graphopt.calibration.dataset import load_calibration
+from graphopt.calibration.int8_recovery import INT8_LR_CANDIDATES, PerChannelInt8, recover_int8
+from graphopt.calibration.mimic import MimicSettings
 from graphopt.calibration.quantize import is_quantized, quantize_int8
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
@@ -124,3 +127,46 @@ def test_api_refuses_unsupported_precision_before_loading(tiny):
     path, images = tiny
     with pytest.raises(GraphoptError, match="not available on --runtime onnxruntime-tensorrt"):
         accelerate(path, images, drop=1, runtime="onnxruntime-tensorrt", precision="int8", **FAST)
+
+
+def test_int8_recovery_trains_weights_onto_the_grid_onnxruntime_uses(tiny):
+    """The weights written back lie on the per-channel INT8 grid; onnxruntime's quantization of them loses nothing,
+    so the INT8 model computes exactly what was trained (up to activation rounding)."""
+    path, images = tiny
+    model = onnx.load(str(path))
+    train, held = load_calibration(images, model).split(0.25)
+    features = [model.graph.output[0].name]
+    recovered = recover_int8(model, model, features, None, train, held.tensors(),
+                             MimicSettings(iterations=20, batch_size=4, eval_every=5), threads=1, quiet=True)
+    assert recovered.result.error_after <= recovered.result.error_before and recovered.lr in INT8_LR_CANDIDATES
+    weights = {t.name: numpy_helper.to_array(t) for t in recovered.model.graph.initializer}
+    int8 = quantize_int8(recovered.model, train)
+    constants = {t.name: numpy_helper.to_array(t) for t in int8.graph.initializer}
+    dequantized = [n for n in int8.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants
+                   and constants[n.input[0]].dtype == np.int8 and constants[n.input[0]].ndim == 4]
+    assert dequantized
+    convs = [n for n in recovered.model.graph.node if n.op_type == "Conv"]
+    for node, conv in zip(dequantized, convs):
+        q, scale = constants[node.input[0]], constants[node.input[1]]
+        np.testing.assert_allclose(q * scale.reshape(-1, 1, 1, 1), weights[conv.input[1]], rtol=1e-5, atol=1e-7)
+
+
+def test_per_channel_fake_quantization_rounds_like_onnxruntime_and_passes_gradients():
+    weight = torch.tensor([[[[0.5]], [[-1.27]]], [[[0.004]], [[0.002]]]], requires_grad=True)
+    quantized = PerChannelInt8()(weight)
+    # channel 0: scale 1.27/127 = 0.01, both on the grid; channel 1: scale 0.004/127, 0.002 is 63.5 steps -> 64
+    expected = torch.tensor([[[[0.5]], [[-1.27]]], [[[0.004]], [[64 * 0.004 / 127]]]])
+    assert torch.allclose(quantized.detach(), expected, atol=1e-6)
+    quantized.sum().backward()
+    assert torch.equal(weight.grad, torch.ones_like(weight))  # straight through
+
+
+def test_report_says_what_int8_recovery_measured_and_it_can_be_switched_off(tiny):
+    path, images = tiny
+    kept = accelerate(path, images, precision="int8", drop=1, backend=SimulatedBackend(int8_speedup=0.5), **FAST)
+    assert kept.report["int8_recovery"]["error_after"] <= kept.report["int8_recovery"]["error_before"]
+    assert "int8 recovery" in kept.report["seconds"]
+    plain = accelerate(path, images, precision="int8", drop=1, int8_recovery=False,
+                       backend=SimulatedBackend(int8_speedup=0.5), **FAST)
+    assert plain.report["int8_recovery"] is None and "int8 recovery" not in plain.report["seconds"]
+    assert is_quantized(plain.model) and plain.report["dropped"] == kept.report["dropped"]
