@@ -33,17 +33,19 @@ class Recovered:
 def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Block], features: list[str],
             train: CalibrationSet, held: torch.Tensor, settings: MimicSettings, threads: int | None = None,
             quiet: bool = False, blocks: list[Block] | None = None, lr_candidates: tuple[float, ...] = (),
-            logits: str | None = None) -> Recovered:
+            logits: str | None = None, from_input: bool = False) -> Recovered:
     """`dropped` and `blocks` (every block of the original, for earlier cuts) come in graph order. With
     `lr_candidates`, short probes pick the learning rate (see `choose_lr`) and `settings.lr` is ignored.
 
     With `logits` (a graph output of class scores), the student also matches the teacher's logits: the loss
     averages the relative squared error of the features and of the logits (the high-temperature limit of logit
     distillation). Only the weights the features depend on train either way: the head stays the original's.
+    With `from_input`, every such weight trains, those before the first gap too.
     """
     outputs = [o.name for o in pruned.graph.output]
     matched = [*features, *([logits] if logits else [])]
-    for cut in _cuts(original, dropped, blocks or dropped):
+    cuts = [runtime_inputs(original)[0].name] if from_input else _cuts(original, dropped, blocks or dropped)
+    for cut in cuts:
         student = build_student(pruned, cut, matched, extra_outputs=outputs)
         params = student.parameters(student.feature_weights(features))
         if params:
@@ -75,10 +77,23 @@ def student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: li
 
 def epochs(teacher: Teacher, train: CalibrationSet, cut: str, features: list[str],
             settings: MimicSettings) -> Iterator[Batch]:
-    """Minibatches over a freshly augmented copy of the calibration images each epoch."""
+    """Minibatches over a freshly augmented copy of the calibration images each epoch (with `settings.mixup`, plus
+    as many blends of random pairs of them)."""
     generator = torch.Generator().manual_seed(settings.seed)
     while True:
-        inputs, targets = student_batch(teacher, train.augmented(generator), cut, features)
+        images = train.augmented(generator)
+        if settings.mixup:
+            images = torch.cat([images, blends(images, generator)])
+        inputs, targets = student_batch(teacher, images, cut, features)
         batches = minibatches(inputs, targets, settings.batch_size, generator)
         for _ in range(max(1, -(-len(inputs) // settings.batch_size))):
             yield next(batches)
+
+
+def blends(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image mixed with another drawn at random, in a uniform random proportion: inputs between the
+    calibration images, where a student taught only on the images themselves is free to differ from its teacher
+    ("function matching", Beyer et al. 2022). Teacher and student both see the blend."""
+    partner = torch.randperm(len(images), generator=generator)
+    weight = torch.rand(len(images), *([1] * (images.dim() - 1)), generator=generator)
+    return weight * images + (1 - weight) * images[partner]

@@ -305,10 +305,12 @@ def _recover(run: _Run, dropped: list[Block]):
     seconds = (1 - share) * run.seconds_left(FINAL_RESERVE) / (1 + len(probes) / 10)
     _say(run.quiet, f"recovering for up to {seconds:.0f} s ({settings.recover_iterations} steps at most)")
     mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
-                                   settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds)
+                                   settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds,
+                                   mixup=settings.mixup)
     return recover(run.original, pruned, dropped, run.features, run.train, run.held.tensors(), mimic_settings,
                    settings.threads, run.quiet, blocks=run.blocks, lr_candidates=probes,
-                   logits=_class_scores(run.original, run.features) if settings.match_logits else None)
+                   logits=_class_scores(run.original, run.features) if settings.match_logits else None,
+                   from_input=settings.recover_from_input)
 
 
 def _class_scores(model: onnx.ModelProto, features: list[str]) -> str | None:
