@@ -32,8 +32,14 @@ class GraphPass(abc.ABC):
 
 
 def apply_passes(model: onnx.ModelProto, passes: list[GraphPass]) -> tuple[onnx.ModelProto, bool]:
-    """Run `passes` in order on a copy of `model`; returns the new model and whether any pass changed it."""
-    graph = gs.import_onnx(model)
+    """Run `passes` in order on a copy of `model`; returns the new model and whether any pass changed it.
+
+    graphsurgeon imports tensors by reference and edits the protos it was given (it names every Constant node's
+    value tensor), so it gets a copy: the caller's model stays byte for byte as it was.
+    """
+    working = onnx.ModelProto()
+    working.CopyFrom(model)
+    graph = gs.import_onnx(working)
     changed = False
     for graph_pass in passes:
         result = graph_pass(graph)

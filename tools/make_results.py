@@ -56,6 +56,8 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
 
     preprocess = {"norm": bench.preprocessing["preset"], "resize": bench.preprocessing["resize"]}
     method = "accelerate int8" if overrides.get("precision") == "int8" else "accelerate"
+    recovery = "feature mimicking" + (" + INT8 recovery" if method == "accelerate int8"
+                                      and overrides.get("int8_recovery", True) else "")
     variants = []
     for size in sizes:
         for seed in seeds:
@@ -71,7 +73,7 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
                 log(f"[{bench.name}] accelerate: {size} images, seed {seed}, target {target}: dropped "
                     f"{','.join(report['dropped'])} in {wall:.0f} s")
                 variants.append(({"method": method, "dropped": report["dropped"], "k": len(report["dropped"]),
-                                  "seed": seed, "recovery": "feature mimicking", "calibration": f"{size} images",
+                                  "seed": seed, "recovery": recovery, "calibration": f"{size} images",
                                   "wall_s": round(wall, 1),
                                   "extra": {"target_latency": target, "settings": overrides,
                                             "own_latency_ratio": report["latency"]["ratio"],
@@ -84,7 +86,7 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
                                       quiet=True, **overrides)
                     log(f"[{bench.name}] random + recovery: {size} images, seed {seed}: {','.join(drawn)}")
                     variants.append(({"method": "random + recovery", "dropped": drawn, "k": len(drawn), "seed": seed,
-                                      "recovery": "feature mimicking", "calibration": f"{size} images",
+                                      "recovery": recovery, "calibration": f"{size} images",
                                       "extra": {"target_latency": target, "settings": overrides,
                                                 "held_out_agreement": twin.report["agreement_top1"]}}, twin.model))
     return variants
