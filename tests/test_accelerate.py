@@ -167,17 +167,3 @@ def test_bad_input(tiny, tmp_path, capsys, case, code, message):
     assert err.startswith("graphopt: error: ") and err.strip().count("\n") == 0
     assert any(m in err for m in message.split("|")), err
     assert not out.exists()
-
-
-def test_recovery_when_nothing_trainable_follows_the_gap(tiny):
-    """Dropping the last block leaves no weights between gap and features: the student starts earlier."""
-    model_path, images = tiny
-    original = onnx.load(str(model_path))
-    blocks = find_blocks(original)
-    last = [b for b in blocks if b.id == "layer3.1"]
-    pruned = drop_blocks(original, ["layer3.1"], blocks)
-    train, held = load_calibration(images, original).split(0.25)
-    recovered = recover(original, pruned, last, feature_tensors(original), train, held.tensors(),
-                        MimicSettings(4, lr=1e-3), threads=1, quiet=True, blocks=blocks)
-    assert blocks[4].id == "layer3.0" and recovered.student.cut == blocks[4].skip
-    assert recovered.result.error_after <= recovered.result.error_before
