@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from graphopt import __version__
-from graphopt.errors import GraphoptError
+from graphopt.errors import GraphoptError, TargetUnreachable
 from graphopt.runtime.base import TimingSettings
 from graphopt.settings import LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
 
@@ -159,7 +159,13 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         recover_iterations=args.recover_iterations, lr=args.lr,
         batch_size=args.batch_size,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
-    result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet, engine=args.engine)
+    try:
+        result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet,
+                            engine=args.engine)
+    except TargetUnreachable as exc:
+        if args.report:  # a build pipeline reads why the step failed, with the figures graphopt measured
+            _write_failure_report(args.report, args.model, settings, exc)
+        raise
     report = result.report
     if args.report:
         from graphopt.report import write_json
@@ -167,6 +173,16 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_summary(report, args.output)
     return 0
+
+
+def _write_failure_report(path: Path, model: Path, settings: AccelerateSettings, exc: TargetUnreachable) -> None:
+    from dataclasses import asdict
+
+    from graphopt.machine import machine, versions
+    from graphopt.report import write_json
+    write_json({"graphopt": __version__, "status": "target not met", "exit_code": exc.exit_code, "error": str(exc),
+                "model": str(model), "output": None, "settings": asdict(settings), "versions": versions(),
+                "machine": machine()}, path)
 
 
 def _print_summary(report: dict, output: Path) -> None:

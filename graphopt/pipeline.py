@@ -160,7 +160,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         with run.stages("engine"):
             _build_engine(run.backend, outcome.model, engine)
     report = _report(run, calib, table, ranking, outcome, target)
-    report.update({"output": str(output) if output is not None else None,
+    report.update({"status": "ok", "output": str(output) if output is not None else None,
                    "engine": str(engine) if engine is not None else None, "seconds": run.stages.seconds})
     return AccelerateResult(outcome.model, report)
 

@@ -45,7 +45,7 @@ def test_cli_accelerate_writes_verified_model_and_report(tiny, tmp_path, capsys)
     assert report["ranking"][:2] == sorted(report["ranking"][:2], key=report["ranking"].index)
     # --max-timing-seconds 0: no rounds are added for noise, so exactly --repeats runs are timed
     assert report["latency"]["base"]["runs"] == 3 and report["latency"]["ratio"] > 0
-    assert report["latency"]["noise"] >= 0 and report["target"] is None
+    assert report["latency"]["noise"] >= 0 and report["target"] is None and report["status"] == "ok"
     assert report["feature_error"]["after_recovery"] <= report["feature_error"]["before_recovery"]
     assert report["feature_error"]["lr"] in LR_CANDIDATES  # picked by the probes, no --lr given
     assert 0 <= report["agreement_top1"] <= 1
@@ -142,7 +142,7 @@ def test_bad_input(tiny, tmp_path, capsys, case, code, message):
         images = tmp_path / "empty"
         images.mkdir()
     elif case == "impossible":
-        args = ["--target-latency", "0.05"]
+        args = ["--target-latency", "0.05", "--report", str(tmp_path / "report.json")]
     elif case == "nothing-to-drop":
         model = zoo.export(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval(),
                            torch.randn(1, 3, 16, 16), tmp_path / "plain.onnx", "torchscript")
@@ -167,3 +167,7 @@ def test_bad_input(tiny, tmp_path, capsys, case, code, message):
     assert err.startswith("graphopt: error: ") and err.strip().count("\n") == 0
     assert any(m in err for m in message.split("|")), err
     assert not out.exists()
+    if case == "impossible":  # a pipeline still gets a report saying why, with the measured figure
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["status"] == "target not met" and report["exit_code"] == 3 and report["output"] is None
+        assert "cannot be met" in report["error"] and "measures" in report["error"]
