@@ -2,7 +2,6 @@
 block selection and quantisation. Importable without TensorRT: the calibrator class is made on demand."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import onnx
 
 from graphopt.calibration.dataset import CalibrationSet
 from graphopt.errors import GraphoptError
+from graphopt.model_io import model_digest
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def calibration_cache_file(folder: Path, model: onnx.ModelProto, calibration: Ca
     TensorRT trusts whatever cache it is handed, and dropping a block changes the ranges of every tensor after
     it, so the name carries the model's hash, the set's fingerprint and the TensorRT version.
     """
-    model_hash = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:16]
+    model_hash = model_digest(model)[:16]
     return Path(folder) / f"{model_hash}-{calibration.fingerprint()[:16]}-trt{tensorrt_version}.calib"
 
 

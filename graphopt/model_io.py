@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -125,3 +126,8 @@ def _fits_protobuf(model: onnx.ModelProto) -> bool:
         return True
     except ValueError:
         return False
+
+
+def model_digest(model: onnx.ModelProto) -> str:
+    """SHA-256 of the model's deterministic serialization: the same graph and weights give the same digest."""
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()

@@ -6,11 +6,10 @@ TensorRT quantizes inside its engine builder (graphopt/runtime/tensorrt.py), so 
 """
 from __future__ import annotations
 
-import hashlib
-
 import onnx
 
 from graphopt.errors import GraphoptError
+from graphopt.model_io import model_digest
 from graphopt.runtime.base import LatencyBackend, Runner
 
 QUANTIZING_RUNTIMES = ("onnxruntime", "onnxruntime-cpu")
@@ -44,7 +43,7 @@ class Int8Timing(LatencyBackend):
         self.calibration = calibration
         self.samples = timing_samples or TIMING_SAMPLES
         self.name = f"{inner.name} int8"
-        self._reference = _digest(reference) if reference is not None else None
+        self._reference = model_digest(reference) if reference is not None else None
         self._forms: dict[str, onnx.ModelProto] = {}
 
     def load(self, model: onnx.ModelProto) -> Runner:
@@ -52,7 +51,7 @@ class Int8Timing(LatencyBackend):
 
     def int8_form(self, model: onnx.ModelProto) -> onnx.ModelProto:
         from graphopt.calibration.quantize import is_quantized, quantize_int8
-        key = _digest(model)
+        key = model_digest(model)
         if is_quantized(model) or key == self._reference:
             return model
         if key not in self._forms:
@@ -62,7 +61,3 @@ class Int8Timing(LatencyBackend):
     def describe(self) -> dict:
         return {**self.inner.describe(), "runtime": self.name, "precision": "int8",
                 "quantization": "onnxruntime quantize_static, QDQ, per-channel weights, uint8 activations"}
-
-
-def _digest(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
