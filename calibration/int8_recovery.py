@@ -10,18 +10,16 @@ written back lie on that grid, so onnxruntime's own quantization then reproduces
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import onnx
 import torch
 from torch.nn.utils import parametrize
 
-from graphopt.calibration.bridge import write_back
 from graphopt.calibration.dataset import CalibrationSet
-from graphopt.calibration.mimic import MimicResult, MimicSettings, choose_lr, mimic
-from graphopt.calibration.recovery import epochs, student_batch
+from graphopt.calibration.mimic import MimicResult, MimicSettings
+from graphopt.calibration.recovery import train_student
 from graphopt.calibration.student import build_student
-from graphopt.calibration.teacher import Teacher
 from graphopt.runtime.inputs import runtime_inputs
 
 # Adam steps for weights already close to right: small, and probed (lowest held-out error after a short run).
@@ -61,12 +59,5 @@ def recover_int8(original: onnx.ModelProto, model: onnx.ModelProto, features: li
         if name in weights and qualified.endswith(".weight"):
             parametrize.register_parametrization(module.get_submodule(qualified.rpartition(".")[0]), "weight",
                                                  PerChannelInt8())
-    teacher = Teacher(original, [start, *matched], threads)
-    held_batch = student_batch(teacher, held, start, matched)
-    batches = epochs(teacher, train, start, matched, settings)
-    settings = replace(settings, lr=choose_lr(student.forward, params, batches, held_batch, settings,
-                                              INT8_LR_CANDIDATES, quiet))
-    result = mimic(student.forward, params, batches, held_batch, settings, desc="int8 recovery", quiet=quiet)
-    for param in params:
-        param.requires_grad_(False)
-    return Int8Recovered(write_back(model, student.graph), result, settings.lr)
+    return Int8Recovered(*train_student(original, model, student, params, matched, train, held, settings, threads,
+                                        quiet, INT8_LR_CANDIDATES, "int8 recovery"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,16 +31,6 @@ class QuantizeSettings:
     batch: int = 16
 
 
-class _Feeds:
-    """A `CalibrationDataReader` over graphopt's feeds (made a subclass lazily: the import pulls in the tooling)."""
-
-    def __init__(self, feeds: Iterator[dict[str, np.ndarray]]):
-        self._feeds = feeds
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
-
-
 def quantize_int8(model: onnx.ModelProto, calibration: CalibrationSet, settings: QuantizeSettings = QuantizeSettings(),
                   samples: int | None = None) -> onnx.ModelProto:
     """`model` statically quantized to INT8 (QDQ), activation ranges calibrated on the first `samples` calibration
@@ -55,7 +44,13 @@ def quantize_int8(model: onnx.ModelProto, calibration: CalibrationSet, settings:
         raise GraphoptError(f"unknown INT8 calibration method '{settings.method}' (choose from {', '.join(methods)})")
     activations = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[settings.activations]
     subset = calibration if samples is None else calibration.head(samples)
-    reader = type("Feeds", (_Feeds, CalibrationDataReader), {})(subset.feeds(settings.batch))
+    feeds = subset.feeds(settings.batch)
+
+    class Feeds(CalibrationDataReader):  # defined here: importing the tooling is slow, and only INT8 runs need it
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(feeds, None)
+
+    reader = Feeds()
     with tempfile.TemporaryDirectory(prefix="graphopt-int8-") as folder:
         source, prepared, target = (Path(folder) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
         onnx.save(model, str(source))

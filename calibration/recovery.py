@@ -50,16 +50,28 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Bl
         params = student.parameters(student.feature_weights(features))
         if params:
             break
+    model, result, lr = train_student(original, pruned, student, params, matched, train, held, settings, threads,
+                                      quiet, lr_candidates, "recovery")
+    return Recovered(model, result, student, lr)
+
+
+def train_student(original: onnx.ModelProto, model: onnx.ModelProto, student: Student,
+                  params: list[torch.nn.Parameter], matched: list[str], train: CalibrationSet, held: torch.Tensor,
+                  settings: MimicSettings, threads: int | None, quiet: bool, lr_candidates: tuple[float, ...],
+                  desc: str) -> tuple[onnx.ModelProto, MimicResult, float]:
+    """Train `params` so `student` matches the original's `matched` tensors (the teacher in onnxruntime supplies
+    the student's input and targets), then freeze them and write them back into `model`. With `lr_candidates`,
+    short probes pick the learning rate. Returns (written model, result, learning rate used)."""
     teacher = Teacher(original, [student.cut, *matched], threads)
     held_batch = student_batch(teacher, held, student.cut, matched)
     batches = epochs(teacher, train, student.cut, matched, settings)
     if lr_candidates:
         settings = replace(settings, lr=choose_lr(student.forward, params, batches, held_batch, settings,
                                                   lr_candidates, quiet))
-    result = mimic(student.forward, params, batches, held_batch, settings, desc="recovery", quiet=quiet)
+    result = mimic(student.forward, params, batches, held_batch, settings, desc=desc, quiet=quiet)
     for param in params:
         param.requires_grad_(False)
-    return Recovered(write_back(pruned, student.graph), result, student, settings.lr)
+    return write_back(model, student.graph), result, settings.lr
 
 
 def _cuts(original: onnx.ModelProto, dropped: list[Block], blocks: list[Block]) -> list[str]:
