@@ -2,5 +2,7 @@
 
 from graphopt.passes.base import GraphPass, PassResult, apply_passes
 from graphopt.passes.drop_blocks import DropBlocks, drop_blocks, select_blocks
+from graphopt.passes.prune_channels import PruneChannels, prune_channels
 
-__all__ = ["GraphPass", "PassResult", "apply_passes", "DropBlocks", "drop_blocks", "select_blocks"]
+__all__ = ["GraphPass", "PassResult", "apply_passes", "DropBlocks", "drop_blocks", "select_blocks", "PruneChannels",
+           "prune_channels"]

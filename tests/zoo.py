@@ -14,6 +14,36 @@ def tiny_vit() -> torch.nn.Module:
     return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
 
 
+class ConcatNet(torch.nn.Module):
+    """DenseNet-style growth by concatenation, a channel Split, and an SE-style gate: the channel ties that are
+    not residual adds."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.grow1 = self._growth(16)
+        self.grow2 = self._growth(24)
+        self.gate = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(16, 4, 1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(4, 16, 1), torch.nn.Sigmoid())
+        self.left = torch.nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.right = torch.nn.Conv2d(20, 16, 1)
+        self.head = torch.nn.Linear(28, 10)
+
+    @staticmethod
+    def _growth(channels: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.BatchNorm2d(channels), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(channels, 8, 3, padding=1))
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x * self.gate(x)
+        x = torch.cat([x, self.grow1(x)], 1)
+        x = torch.cat([x, self.grow2(x)], 1)
+        left, right = torch.split(x, [12, 20], dim=1)
+        x = torch.cat([self.left(left), self.right(right)], 1)
+        return self.head(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 # name -> (builder, input size, residual blocks, droppable blocks): the counts the architectures really have.
 ARCHITECTURES = {
     "resnet18": (torchvision.models.resnet18, 64, 8, 5),
@@ -24,6 +54,7 @@ ARCHITECTURES = {
     "regnet_x_400mf": (torchvision.models.regnet_x_400mf, 64, 22, 18),
     "convnext_tiny": (torchvision.models.convnext_tiny, 64, 18, 18),
     "vit": (tiny_vit, 32, 4, 4),
+    "concat_net": (ConcatNet, 16, 0, 0),
 }
 EXPORTERS = ("torchscript", "dynamo")
 
@@ -123,3 +154,4 @@ def write_images(folder: Path, count: int, size: int = 24, seed: int = 0) -> Pat
         image = Image.fromarray(coarse).resize((size, size), Image.BILINEAR)
         image.save(folder / (f"img{i:03d}.png" if i % 2 else f"img{i:03d}.jpg"))
     return folder
+
