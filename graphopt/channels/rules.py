@@ -295,14 +295,11 @@ def along_axis(ctx: Context, node: onnx.NodeProto) -> None:
 
 @rule("Pad")
 def pad(ctx: Context, node: onnx.NodeProto) -> None:
+    """Padding that leaves the channel axis as long as it was (TF-style "same" padding computes its pads from
+    shapes, so the shapes are what tell)."""
     source = ctx.channels(node.input[0])
-    rank = len(ctx.shape(node.input[0]) or ())
-    pads = ctx.attribute(node, "pads")
-    if pads is None and len(node.input) > 1:
-        value = ctx.value(node.input[1])
-        pads = None if value is None else value.tolist()
-    if pads is None or len(node.input) > 3 and node.input[3] or not rank or pads[source.axis] or pads[
-            source.axis + rank]:
-        ctx.block(node, "padding of the channel axis, or of axes not known")
+    before, after = ctx.shape(node.input[0]), ctx.shape(node.output[0])
+    if before is None or after is None or before[source.axis] != after[source.axis]:
+        ctx.block(node, "padding of the channel axis, or of unknown shape")
         return
     ctx.carry(node, *source)
