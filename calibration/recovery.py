@@ -1,7 +1,7 @@
 """Recovery (MiR): train the pruned network's weights to mimic the original's features, then write them back.
 
-The teacher is the original model; the student is the pruned model after the first dropped block's input (the
-part before it is unchanged, so the teacher supplies its output). Every weight the features depend on is trained;
+The teacher is the original model; the student is the pruned model after where the first cut begins (the part
+before it is unchanged, so the teacher supplies its output). Every weight the features depend on is trained;
 a classifier head after the feature tensor is not, and BatchNorm statistics stay frozen (the student runs in eval
 mode). Each epoch sees a fresh seeded augmentation of the calibration images.
 """
@@ -13,13 +13,11 @@ from dataclasses import dataclass, replace
 import onnx
 import torch
 
-from graphopt.blocks import Block
 from graphopt.calibration.bridge import write_back
 from graphopt.calibration.dataset import CalibrationSet
 from graphopt.calibration.mimic import Batch, MimicResult, MimicSettings, choose_lr, mimic, minibatches
 from graphopt.calibration.student import Student, build_student, device
 from graphopt.calibration.teacher import Teacher
-from graphopt.runtime.inputs import runtime_inputs
 
 
 @dataclass
@@ -30,12 +28,14 @@ class Recovered:
     lr: float
 
 
-def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Block], features: list[str],
+def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, cuts: list[str], features: list[str],
             train: CalibrationSet, held: torch.Tensor, settings: MimicSettings, threads: int | None = None,
-            quiet: bool = False, blocks: list[Block] | None = None, lr_candidates: tuple[float, ...] = (),
-            logits: str | None = None, from_input: bool = False) -> Recovered:
-    """`dropped` and `blocks` (every block of the original, for earlier cuts) come in graph order. With
-    `lr_candidates`, short probes pick the learning rate (see `choose_lr`) and `settings.lr` is ignored.
+            quiet: bool = False, lr_candidates: tuple[float, ...] = (), logits: str | None = None,
+            from_input: bool = False) -> Recovered:
+    """`cuts` are where the student may start, latest first (`Planner.cuts`): a later start trains less; an
+    earlier one is needed when nothing trainable lies between the first change and the features (dropping a
+    network's last block, say). With `lr_candidates`, short probes pick the learning rate (see `choose_lr`) and
+    `settings.lr` is ignored.
 
     With `logits` (a graph output of class scores), the student also matches the teacher's logits: the loss
     averages the relative squared error of the features and of the logits (the high-temperature limit of logit
@@ -44,7 +44,7 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, dropped: list[Bl
     """
     outputs = [o.name for o in pruned.graph.output]
     matched = [*features, *([logits] if logits else [])]
-    cuts = [runtime_inputs(original)[0].name] if from_input else _cuts(original, dropped, blocks or dropped)
+    cuts = cuts[-1:] if from_input else cuts
     for cut in cuts:
         student = build_student(pruned, cut, matched, extra_outputs=outputs)
         params = student.parameters(student.feature_weights(features))
@@ -72,14 +72,6 @@ def train_student(original: onnx.ModelProto, model: onnx.ModelProto, student: St
     for param in params:
         param.requires_grad_(False)
     return write_back(model, student.graph), result, settings.lr
-
-
-def _cuts(original: onnx.ModelProto, dropped: list[Block], blocks: list[Block]) -> list[str]:
-    """Where the student may start, latest first: the first dropped block's input, then the inputs of the blocks
-    before it, then the graph input. A later cut trains less; an earlier one is needed when nothing trainable lies
-    between the first gap and the features (dropping a network's last block, say)."""
-    earlier = [b.skip for b in blocks[:[b.id for b in blocks].index(dropped[0].id)]][::-1]
-    return list(dict.fromkeys([dropped[0].skip, *earlier, runtime_inputs(original)[0].name]))
 
 
 def student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: list[str]) -> Batch:

@@ -102,6 +102,25 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_channels(args: argparse.Namespace) -> int:
+    from graphopt.channels import find_channel_groups
+    from graphopt.model_io import load_model
+    from graphopt.report import emit_json, table
+    from graphopt.shapes import infer_shapes
+    model = load_model(args.model)
+    groups = find_channel_groups(model, infer_shapes(model, input_shapes=_input_shapes(args, [model]))).groups
+    if args.json:
+        emit_json({"model": str(args.model), "channel_groups": [g.to_dict() for g in groups]})
+        return 0
+    if not groups:
+        print("No channel groups found in this model: no convolution or matrix product makes its channels.")
+        return 0
+    rows = [[g.id, g.size, g.prunable, len(g.producers), g.reason or ""] for g in groups]
+    print(table(["group", "channels", "prunable", "producers", "why it stays whole"], rows))
+    print(f"\n{len(groups)} channel groups, {sum(g.prunable for g in groups)} prunable")
+    return 0
+
+
 def cmd_drop(args: argparse.Namespace) -> int:
     from graphopt.model_io import load_model, save_model
     from graphopt.passes import drop_blocks
@@ -155,9 +174,9 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         min_seconds=args.min_seconds, noise_threshold=args.noise_threshold,
         max_timing_seconds=args.max_timing_seconds, input_shapes=parse_input_shapes(args.input_shape) or None,
         feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
-        time_budget=args.time_budget, match_logits=args.match_logits, int8_recovery=args.int8_recovery, score_iterations=args.score_iterations,
-        recover_iterations=args.recover_iterations, lr=args.lr,
-        batch_size=args.batch_size,
+        time_budget=args.time_budget, match_logits=args.match_logits, int8_recovery=args.int8_recovery,
+        score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
+        batch_size=args.batch_size, methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     try:
         result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet,
@@ -188,14 +207,16 @@ def _write_failure_report(path: Path, model: Path, settings: AccelerateSettings,
 def _print_summary(report: dict, output: Path) -> None:
     """Every measured attempt (predicted beside measured), the original beside the result, and the figures."""
     from graphopt.report import table
-    attempts = [[", ".join(a["blocks"]) or "(none)", a["stage"], a["predicted_ratio"], a["measured_ratio"], a["noise"],
-                 "noisy" if a["noisy"] else ""] for a in report["selection"]["attempts"]]
-    print(table(["blocks dropped", "stage", "predicted ratio", "measured ratio", "noise ±", ""], attempts))
+    attempts = [[", ".join(a["actions"]) or "(none)", a["stage"], a["predicted_ratio"], a["measured_ratio"],
+                 a["noise"], "noisy" if a["noisy"] else ""] for a in report["selection"]["attempts"]]
+    print(table(["cuts", "stage", "predicted ratio", "measured ratio", "noise ±", ""], attempts))
     print(table(["model", "latency ratio", "top-1 agreement"],
                 [[row["model"], f"{row['ratio']:.3f}", _percent(row["agreement_top1"])] for row in report["rows"]]))
     latency, recovery, int8 = report["latency"], report["feature_error"], report["int8_recovery"]
     held = report["calibration"]
     rows = [["blocks dropped", ", ".join(report["dropped"]) or "none"],
+            ["channels kept (group: channels)", ", ".join(f"{g}: {k}" for g, k in report["pruned"].items()) or
+             "all"],
             ["latency before (ms)", f"{latency['base']['median_ms']:.3f}"],
             ["latency after (ms)", f"{latency['other']['median_ms']:.3f}"],
             ["latency ratio (measured side by side)",
@@ -278,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("accelerate", help="make the model faster: drop the blocks easiest to lose, recover on "
-                                          "calibration images, optionally quantize to INT8")
+    p = sub.add_parser("accelerate", help="make the model faster: drop the blocks and prune the channels easiest "
+                                          "to lose, recover on calibration images, optionally quantize to INT8")
     _add_model(p)
     p.add_argument("--calib", type=Path, required=True, help="folder of calibration images (or .npy tensors)")
     p.add_argument("-o", "--output", type=Path, required=True, help="accelerated ONNX model to write")
@@ -293,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", type=Path, help="also write the TensorRT engine of the result (--runtime tensorrt)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
+    p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
+                                     "filters (prune channel groups); default: all")
     _add_preprocessing_options(p)
     _add_training_options(p)
     _add_latency_options(p)
@@ -303,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     _add_input_shape(p)
     p.set_defaults(func=cmd_blocks)
+
+    p = sub.add_parser("channels", help="list the channel groups of a model (channels pruned together)")
+    _add_model(p)
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    _add_input_shape(p)
+    p.set_defaults(func=cmd_channels)
 
     p = sub.add_parser("drop", help="write the model without the given blocks")
     _add_model(p)

@@ -1,5 +1,6 @@
-"""accelerate(): find blocks, time them, score recoverability, select under the target, drop, recover, verify,
-and check the result against the target by measurement."""
+"""accelerate(): find what can be cut (residual blocks, channel groups), time each cut, score how well the network
+does without it, select under the target, cut, recover, verify, and check the result against the target by
+measurement."""
 from __future__ import annotations
 
 import io
@@ -15,12 +16,17 @@ import onnx
 
 from graphopt import __version__
 from graphopt.blocks import Block, find_blocks
+from graphopt.channels import ChannelAnalysis, find_channel_groups
+from graphopt.channels.importance import l1_order
 from graphopt.cache import ScoreCache, cache_key, default_dir
 from graphopt.errors import GraphoptError, TargetUnreachable, first_line
 from graphopt.features import feature_tensors
 from graphopt.machine import machine, versions
 from graphopt.model_io import load_model, save_model
-from graphopt.passes import DropBlocks, drop_blocks, select_blocks
+from graphopt.methods import METHODS, Action, Planner
+from graphopt.methods.blocks import block_actions
+from graphopt.methods.filters import filter_actions
+from graphopt.passes import DropBlocks, select_blocks
 from graphopt.precision import Int8Timing, quantizes_graph
 from graphopt.runtime import Comparison, LatencyBackend, TimingSettings, get_backend
 from graphopt.runtime.inputs import checked_input_shapes, runtime_inputs
@@ -69,13 +75,25 @@ class _Run:
     held: object
     blocks: list[Block]
     droppable: list[Block]
+    channels: ChannelAnalysis | None  # channel groups, when the filters method is on
+    planner: Planner
+    actions: list[Action]  # every candidate cut of the methods chosen
     features: list[str]
-    given: list[Block] | None  # the blocks named by --blocks, checked droppable before any timing
+    given: list[Action] | None  # the blocks named by --blocks, checked droppable before any timing
     backend: LatencyBackend  # times every variant in the precision it will be served in
     int8: onnx.ModelProto | None  # the original quantized on the calibration images, when the output is INT8
     stages: _Stages
     quiet: bool
     deadline: float  # time.monotonic() at which the time budget runs out
+    consumer_stats: dict | None = None  # what the least-squares refit of pruned channels' consumers needs
+
+    def consumers(self) -> dict:
+        """Input statistics of every consumer of a prunable channel group (gathered once, on the training images)."""
+        if self.consumer_stats is None:
+            from graphopt.calibration.refit import consumer_statistics
+            self.consumer_stats = consumer_statistics(self.original, self.channels, self.train.tensors(),
+                                                      self.settings.threads, self.settings.seed)
+        return self.consumer_stats
 
     def seconds_left(self, reserve: float = 0.0) -> float:
         """Seconds of the budget left after keeping `reserve` (a share of the whole budget) back; at least 1."""
@@ -115,7 +133,7 @@ class _Outcome:
 
     model: onnx.ModelProto
     selection: Selection
-    recovered: object | None  # Recovered (calibration.recovery), None when no block was dropped
+    recovered: object | None  # Recovered (calibration.recovery), None when nothing was cut
     agreement: float | None
     final: Comparison | TargetCheck
     int8_recovery: dict | None = None  # what few-shot INT8 recovery measured, when it ran
@@ -147,12 +165,12 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         torch.set_num_threads(settings.threads)
     run = _prepare(model, example_input, calib, settings, backend, quiet, time.monotonic() + 60 * settings.time_budget)
     with run.stages("latency table"):
-        _say(quiet, f"timing {len(run.droppable)} droppable blocks on {run.backend.name} at batch {settings.batch}")
-        table = latency_table(run.backend, run.original, run.droppable, quiet, start=run.int8)
+        _say(quiet, f"timing {_count(run.actions)} on {run.backend.name} at batch {settings.batch}")
+        table = latency_table(run.backend, run.planner, run.actions, quiet, start=run.int8)
         target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
     outcome, ranking = _int8_alone(run, table, target), ([], {}, False)
     if outcome is None:
-        ranking, outcome = _drop_and_recover(run, table, target)
+        ranking, outcome = _cut_and_recover(run, table, target)
     if output is not None:
         with run.stages("write"):
             save_model(outcome.model, output)
@@ -168,14 +186,14 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
 def _int8_alone(run: _Run, table, target: float | None) -> _Outcome | None:
     """The original in INT8 with no block dropped, when the table says that alone may meet the target and the final
     measurement confirms it (or when nothing can be dropped: then it is the only candidate, met or not)."""
-    if run.int8 is None or target is None or (table.start > target + table.noise and run.droppable):
+    if run.int8 is None or target is None or (table.start > target + table.noise and run.actions):
         return None  # (within the table's noise of the target, INT8 alone gets a measurement of its own)
     with run.stages("final latency"):
         check = confirm_target(run.backend, run.original, run.int8, target)
     if not check.met:
-        if run.droppable:
+        if run.actions:
             return None
-        raise TargetUnreachable(f"latency target {target:.3f} was not met: the model has no droppable blocks and "
+        raise TargetUnreachable(f"latency target {target:.3f} was not met: the model has nothing to cut and "
                                 f"INT8 alone measured {check.describe()}")
     model, int8_recovery = run.deliverable(run.original)
     if model is not run.int8:  # INT8 recovery changed the weights, not the graph: confirm the model handed back
@@ -191,14 +209,14 @@ def _int8_alone(run: _Run, table, target: float | None) -> _Outcome | None:
     return _Outcome(model, Selection([], check.final.ratio, attempts), None, agreed, check, int8_recovery)
 
 
-def _drop_and_recover(run: _Run, table, target: float | None) -> tuple[tuple, _Outcome]:
-    """Rank the blocks, select on measured latency, recover, and check the result against the target."""
+def _cut_and_recover(run: _Run, table, target: float | None) -> tuple[tuple, _Outcome]:
+    """Rank the cuts, select on measured latency, recover, and check the result against the target."""
     if target is not None:
-        check_reachable(run.backend, run.original, run.droppable, target)
+        check_reachable(run.backend, run.planner, run.actions, target)
     ranked, scores, cached, count = _rank(run, table)
     with run.stages("selection"):
-        selection = select(run.backend, run.original, run.droppable, ranked, table, target=target, count=count)
-        _say(run.quiet, f"dropping {', '.join(b.id for b in selection.blocks)}: measured ratio {selection.ratio:.3f}")
+        selection = select(run.backend, run.planner, ranked, table, target=target, count=count)
+        _say(run.quiet, f"cutting {', '.join(a.id for a in selection.actions)}: measured ratio {selection.ratio:.3f}")
     return (ranked, scores, cached), _recover_until_met(run, ranked, table, selection, target)
 
 
@@ -218,16 +236,25 @@ def _prepare(model, example_input, calib, settings: AccelerateSettings, backend:
             print(f"graphopt: warning: only {held.sources()} held-out calibration files: top-1 agreement on them is "
                   f"unreliable (give more images or a larger --holdout)", file=sys.stderr)
         input_shapes = input_shapes or _shapes_from_calibration(original, calibration, settings.batch)
+    methods = _methods(settings)
     with stages("blocks"):
         shapes = infer_shapes(original, input_shapes=input_shapes)
         blocks = find_blocks(original, shapes)
         droppable = [b for b in blocks if b.droppable]
-        if not droppable and not quantize:
-            raise GraphoptError("the model has no droppable residual blocks: nothing to accelerate")
         features = feature_tensors(original, settings.feature_tensor, shapes)
         given = select_blocks(blocks, settings.blocks) if settings.blocks else None
         if given:
             DropBlocks(given)  # refuses blocks that cannot be dropped
+    actions = block_actions(droppable) if "blocks" in methods else []
+    channels, orders = None, {}
+    if "filters" in methods:
+        with stages("channels"):
+            channels = find_channel_groups(original, shapes, fixed=features)
+            orders = l1_order(original, channels)
+            actions += filter_actions(original, shapes, channels, orders)
+    if not actions and not quantize:
+        raise GraphoptError(f"nothing to accelerate: the model has no "
+                            f"{' and no '.join(_NOTHING[m] for m in methods)}")
     timing = TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds,
                             input_shapes=input_shapes, noise_threshold=settings.noise_threshold,
                             max_seconds=settings.max_timing_seconds)
@@ -240,29 +267,68 @@ def _prepare(model, example_input, calib, settings: AccelerateSettings, backend:
             _say(quiet, f"quantizing the original to INT8 on {len(train)} calibration images")
             int8 = quantize_int8(original, train)
         backend = Int8Timing(backend, train, original)
-    return _Run(settings, original, calibration, train, held, blocks, droppable, features, given, backend, int8,
-                stages, quiet, deadline)
+    planner = Planner(original, blocks, channels, orders)
+    given_actions = block_actions(given) if given else None
+    return _Run(settings, original, calibration, train, held, blocks, droppable, channels, planner, actions,
+                features, given_actions, backend, int8, stages, quiet, deadline)
 
 
-def _rank(run: _Run, table) -> tuple[list[Block], dict, bool, int | None]:
-    """(blocks best to lose first, recoverability scores, whether they came from the cache, blocks to drop)."""
+_NOTHING = {"blocks": "droppable residual blocks", "filters": "prunable channel groups"}
+
+
+def _methods(settings: AccelerateSettings) -> tuple[str, ...]:
+    """The methods of this run: --methods, or every method; --drop and --blocks are block requests."""
+    methods = tuple(dict.fromkeys(settings.methods or METHODS))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise GraphoptError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
+    if settings.drop is not None or settings.blocks:
+        if settings.methods and methods != ("blocks",):
+            raise GraphoptError("--drop and --blocks name blocks to drop: they go with --methods blocks only")
+        return ("blocks",)
+    return methods
+
+
+def _count(actions: list[Action]) -> str:
+    blocks = sum(a.method == "blocks" for a in actions)
+    return f"{blocks} droppable blocks and {len(actions) - blocks} channel cuts"
+
+
+def _rank(run: _Run, table) -> tuple[list[Action], dict, bool, int | None]:
+    """(cuts best to lose first, their scores, whether block scores came from the cache, how many to cut).
+
+    Every cut is scored by the held-out feature error the network keeps without it (blocks: after training
+    adaptors, PRACTISE; channel cuts: after the least-squares refit of their consumers), divided by the
+    milliseconds it saves."""
     settings = run.settings
     if run.given:
         return run.given, {}, False, len(run.given)
-    with run.stages("recoverability"):
-        seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(run.droppable)
-        scores, cached = _recoverability(run.original, run.droppable, run.features, run.train, run.held, settings,
-                                         run.quiet, seconds)
-    ranked = sorted(run.droppable, key=lambda b: scores[b.id]["error"] / max(table.savings_ms[b.id], 1e-3))
+    errors, scores, cached = {}, {}, False
+    cuts = [a for a in run.actions if a.method == "filters"]
+    if cuts:
+        from graphopt.calibration.filter_scores import score_filters
+        with run.stages("channel scores"):
+            scores["filters"] = score_filters(run.planner, cuts, run.consumers(), run.features,
+                                              run.held.tensors(), settings.threads, run.quiet)
+        errors.update((key, score["error"]) for key, score in scores["filters"].items())
+    blocks = [b for b in run.droppable if any(a.method == "blocks" and a.target == b.id for a in run.actions)]
+    if blocks:
+        with run.stages("recoverability"):
+            seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(blocks)
+            scores["blocks"], cached = _recoverability(run.original, blocks, run.features, run.train, run.held,
+                                                       settings, run.quiet, seconds)
+        errors.update((key, score["error"]) for key, score in scores["blocks"].items())
+    ranked = sorted(run.actions, key=lambda a: errors[a.id] / max(table.savings_ms[a.id], 1e-3))
     return ranked, scores, cached, settings.drop
 
 
-def _recover_until_met(run: _Run, ranked: list[Block], table, selection: Selection, target: float | None) -> _Outcome:
-    """Recover the selected drop and check the result against the target; after a confirmed miss, drop the next
-    block and recover again (TargetUnreachable when none is left, or when the machine is too noisy to tell)."""
+def _recover_until_met(run: _Run, ranked: list[Action], table, selection: Selection,
+                       target: float | None) -> _Outcome:
+    """Recover the selected plan and check the result against the target; after a confirmed miss, add the next
+    ranked cut and recover again (TargetUnreachable when none is left, or when the machine is too noisy to tell)."""
     while True:
         with run.stages("recovery"):
-            recovered = _recover(run, selection.blocks)
+            recovered = _recover(run, selection.actions)
         with run.stages("verify"):
             check_recovered(run.original, recovered, run.held.tensors(), run.settings.threads)
         model, int8_recovery = run.deliverable(recovered.model)
@@ -274,7 +340,7 @@ def _recover_until_met(run: _Run, ranked: list[Block], table, selection: Selecti
                 return _Outcome(model, selection, recovered, agreed, run.backend.compare(run.original, model),
                                 int8_recovery)
             check = confirm_target(run.backend, run.original, model, target)
-        ids = [b.id for b in selection.blocks]
+        ids = [a.id for a in selection.actions]
         # the recovered model has the architecture selection measured: that measurement is the best prediction
         selection.attempts.extend(Attempt(ids, selection.ratio, m.ratio, m.noise, m.noisy, stage="final")
                                   for m in check.measurements)
@@ -282,23 +348,28 @@ def _recover_until_met(run: _Run, ranked: list[Block], table, selection: Selecti
             return _Outcome(model, selection, recovered, agreed, check, int8_recovery)
         if check.undecided:
             raise TargetUnreachable(f"latency target {target:.3f} could not be confirmed: the machine is too noisy "
-                                    f"(final model with {', '.join(ids)} dropped measured {check.describe()}; noise "
+                                    f"(final model with {', '.join(ids)} cut measured {check.describe()}; noise "
                                     f"threshold ±{run.settings.noise_threshold:.3f})")
-        if len(selection.blocks) == len(ranked):
-            raise TargetUnreachable(f"latency target {target:.3f} was not met: the final model with every droppable "
-                                    f"block dropped measured {check.describe()}")
+        if selection.size >= len(ranked):
+            raise TargetUnreachable(f"latency target {target:.3f} was not met: the final model with every cut "
+                                    f"measured {check.describe()}")
         _say(run.quiet, f"the recovered model measured {check.describe()} against a target of {target:.3f}: "
-                        f"dropping one more block")
+                        f"adding the next cut")
         with run.stages("selection"):
-            selection = select(run.backend, run.original, run.droppable, ranked, table, target=target,
-                               start=len(selection.blocks) + 1, attempts=selection.attempts)
+            selection = select(run.backend, run.planner, ranked, table, target=target, start=selection.size + 1,
+                               attempts=selection.attempts)
 
 
-def _recover(run: _Run, dropped: list[Block]):
+def _recover(run: _Run, plan: list[Action]):
+    """The plan applied, consumers of pruned channels refit in closed form, then distillation recovery."""
     from graphopt.calibration.mimic import MimicSettings
     from graphopt.calibration.recovery import recover
     settings = run.settings
-    pruned = drop_blocks(run.original, [b.id for b in dropped], run.blocks)
+    pruned = run.planner.apply(plan)
+    keep = run.planner.keep(plan)
+    if keep:
+        from graphopt.calibration.refit import refit
+        pruned = refit(pruned, run.channels, keep, run.consumers())
     probes = () if settings.lr else LR_CANDIDATES
     share = INT8_RECOVERY_SHARE if run.int8 is not None and settings.int8_recovery else 0.0
     # each learning-rate probe takes a tenth; INT8 recovery, when it follows, keeps its share of what is left
@@ -307,8 +378,8 @@ def _recover(run: _Run, dropped: list[Block]):
     mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
                                    settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds,
                                    mixup=settings.mixup)
-    return recover(run.original, pruned, dropped, run.features, run.train, run.held.tensors(), mimic_settings,
-                   settings.threads, run.quiet, blocks=run.blocks, lr_candidates=probes,
+    return recover(run.original, pruned, run.planner.cuts(plan), run.features, run.train, run.held.tensors(),
+                   mimic_settings, settings.threads, run.quiet, lr_candidates=probes,
                    logits=_class_scores(run.original, run.features) if settings.match_logits else None,
                    from_input=settings.recover_from_input)
 
@@ -339,13 +410,18 @@ def _report(run: _Run, calib, table, ranking: tuple, outcome: _Outcome, target: 
                         "agreement_reliable": held.sources() >= RELIABLE_HELD_OUT_FILES,
                         "fingerprint": calibration.fingerprint()},
         "features": run.features,
+        "methods": list(_methods(run.settings)),
         "blocks": {"found": len(run.blocks), "droppable": len(run.droppable)},
+        "channel_groups": None if run.channels is None else [g.to_dict() for g in run.channels.groups],
+        "candidates": [{"id": a.id, "method": a.method, "macs_share": a.macs_share} for a in run.actions],
         "latency_table": table.to_dict(),
-        "recoverability": scores,
+        "recoverability": scores.get("blocks", {}),
         "recoverability_cached": cached,
-        "ranking": [b.id for b in ranked],
+        "channel_scores": scores.get("filters", {}),
+        "ranking": [a.id for a in ranked],
         "selection": outcome.selection.to_dict(),
-        "dropped": [b.id for b in outcome.selection.blocks],
+        "dropped": outcome.selection.dropped,
+        "pruned": outcome.selection.pruned,
         "target": check.to_dict() if check else None,
         "latency": latency.to_dict(),
         "feature_error": None if recovered is None else {
@@ -367,7 +443,8 @@ def _rows(run: _Run, table, outcome: _Outcome, latency: Comparison) -> list[dict
         rows.append({"model": "int8 alone", "ratio": table.start, "agreement_top1": agreed,
                      "measured": "in the latency table run"})
     rows.append({"model": "graphopt", "ratio": latency.ratio, "ms": latency.other.median_ms,
-                 "agreement_top1": outcome.agreement, "dropped": [b.id for b in outcome.selection.blocks],
+                 "agreement_top1": outcome.agreement, "dropped": outcome.selection.dropped,
+                 "pruned": outcome.selection.pruned,
                  "precision": "int8" if run.int8 is not None else "as given"})
     return rows
 

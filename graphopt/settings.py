@@ -21,6 +21,7 @@ class AccelerateSettings:
     target_ms: float | None = None
     drop: int | None = None
     blocks: list[str] | None = None  # drop exactly these (no recoverability scoring), then recover
+    methods: list[str] | None = None  # which kinds of cut to search ("blocks", "filters"); None: all
     runtime: str = "onnxruntime"
     precision: str = "fp32"
     batch: int = 1

@@ -16,6 +16,8 @@ from graphopt.calibration.teacher import Teacher
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
 from graphopt.features import feature_tensors
+from graphopt.methods import Planner
+from graphopt.methods.blocks import block_actions
 from graphopt.passes import drop_blocks
 from graphopt.pipeline import accelerate
 from graphopt.settings import LR_CANDIDATES
@@ -72,7 +74,9 @@ def test_recovery_write_back_matches_trained_pytorch(tiny):
     calibration = load_calibration(images, original)
     train, held = calibration.split(0.25)
     features = feature_tensors(original)
-    recovered = recover(original, pruned, dropped, features, train, held.tensors(), MimicSettings(8, lr=1e-3),
+    cuts = Planner(original, blocks).cuts(block_actions(dropped))
+    assert cuts[0] == dropped[0].skip and cuts[-1] == "input"
+    recovered = recover(original, pruned, cuts, features, train, held.tensors(), MimicSettings(8, lr=1e-3),
                         threads=1, quiet=True)
     assert recovered.result.error_after <= recovered.result.error_before
     x = calibration.tensors()
@@ -123,7 +127,7 @@ def test_target_latency_is_met_by_measurement(exported, tmp_path):
     assert report["target"]["met"] and report["latency"]["ratio"] <= 0.9
     final = [a for a in report["selection"]["attempts"] if a["stage"] == "final"]
     assert final and final[-1]["measured_ratio"] == report["latency"]["ratio"]
-    assert report["selection"]["blocks"] == report["dropped"]
+    assert report["selection"]["dropped"] == report["dropped"]
 
 
 @pytest.mark.parametrize("case,code,message", [

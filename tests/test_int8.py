@@ -80,7 +80,8 @@ def test_a_tight_target_drops_blocks_timed_in_int8(tiny):
     path, images = tiny
     original = onnx.load(str(path))
     backend = SimulatedBackend(int8_speedup=0.5)
-    result = accelerate(path, images, precision="int8", target_latency=0.4, backend=backend, **FAST)
+    result = accelerate(path, images, precision="int8", target_latency=0.4, backend=backend, methods=["blocks"],
+                        **FAST)
     report = result.report
     # each droppable block holds ~17% of the MACs: 0.5 x (1 - 2 x 0.17) = 0.33 <= 0.4 < 0.5 x (1 - 0.17)
     assert len(report["dropped"]) == 2 and report["latency_table"]["start_ratio"] == pytest.approx(0.5, rel=1e-6)

@@ -8,6 +8,8 @@ import pytest
 
 from graphopt.blocks import find_blocks
 from graphopt.errors import GraphoptError, TargetUnreachable
+from graphopt.methods import Planner
+from graphopt.methods.blocks import block_actions
 from graphopt.passes import drop_blocks
 from graphopt.pipeline import accelerate
 from graphopt.runtime import TimingSettings
@@ -15,7 +17,9 @@ from graphopt.selection import Attempt, additivity, latency_table, predicted_rat
 from graphopt.target import confirm_target
 from tests.fake_latency import SimulatedBackend
 
-FAST = dict(score_iterations=3, recover_iterations=4, lr=1e-3, threads=1, use_cache=False, quiet=True)
+# these tests follow block dropping's selection step by step: the blocks method alone
+FAST = dict(score_iterations=3, recover_iterations=4, lr=1e-3, threads=1, use_cache=False, quiet=True,
+            methods=["blocks"])
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,9 @@ def tiny(tiny):
 
 
 def _droppable(model):
-    return [b for b in find_blocks(model) if b.droppable]
+    """(a planner for `model`'s blocks, one action per droppable block)."""
+    blocks = find_blocks(model)
+    return Planner(model, blocks), block_actions(blocks)
 
 
 def test_quiet_ratios_are_taken_at_the_minimum_rounds(tiny):
@@ -48,14 +54,14 @@ def test_noisy_ratios_get_more_rounds_then_are_flagged(tiny):
 
 def test_a_load_spike_during_the_table_is_remeasured(tiny):
     model, _ = tiny
-    blocks = _droppable(model)
-    honest = latency_table(SimulatedBackend(), model, blocks, quiet=True)
+    planner, blocks = _droppable(model)
+    honest = latency_table(SimulatedBackend(), planner, blocks, quiet=True)
     # in the first timing run the variant without layer2.1 runs 3x slower (a negative saving), and the original and
     # its control 1.5x slower (every other saving far above its MAC share)
     slow = {SimulatedBackend().nominal_ms(drop_blocks(model, ["layer2.1"])): 3.0,
             SimulatedBackend().nominal_ms(model): 1.5}
     backend = SimulatedBackend(busy=lambda timing, ms: slow.get(ms, 1.0) if timing == 1 else 1.0)
-    table = latency_table(backend, model, blocks, quiet=True)
+    table = latency_table(backend, planner, blocks, quiet=True)
     assert set(table.remeasured) == {b.id for b in blocks}
     assert table.remeasured["layer2.1"][0] < 0
     assert table.implausible == []
@@ -65,25 +71,25 @@ def test_a_load_spike_during_the_table_is_remeasured(tiny):
 
 def test_a_saving_implausible_every_time_is_reported(tiny):
     model, _ = tiny
-    blocks = _droppable(model)
+    planner, blocks = _droppable(model)
     # every single-block drop holds the same share of multiply-adds here, and each keeps reading 10x too fast
     without = SimulatedBackend().nominal_ms(drop_blocks(model, ["layer1.0"]))
     backend = SimulatedBackend(busy=lambda timing, ms: 0.1 if ms == without else 1.0)
-    table = latency_table(backend, model, blocks, quiet=True)
+    table = latency_table(backend, planner, blocks, quiet=True)
     assert table.implausible == [b.id for b in blocks]
     assert all(len(table.remeasured[b.id]) == 2 for b in blocks) and backend.timings == 3
 
 
 def test_selection_records_predicted_and_measured_ratios(tiny):
     model, _ = tiny
-    blocks = _droppable(model)
+    planner, blocks = _droppable(model)
     backend = SimulatedBackend()
-    table = latency_table(backend, model, blocks, quiet=True)
-    selection = select(backend, model, blocks, blocks, table, target=0.7)
-    assert len(selection.blocks) == 2  # each block holds about 17% of the multiply-adds
+    table = latency_table(backend, planner, blocks, quiet=True)
+    selection = select(backend, planner, blocks, table, target=0.7)
+    assert len(selection.dropped) == 2  # each block holds about 17% of the multiply-adds
     (attempt,) = selection.attempts
     assert attempt.measured_ratio == pytest.approx(attempt.predicted_ratio, abs=1e-9)
-    assert attempt.measured_ratio == pytest.approx(predicted_ratio(selection.blocks, table)) and attempt.noise < 0.01
+    assert attempt.measured_ratio == pytest.approx(predicted_ratio(selection.actions, table)) and attempt.noise < 0.01
 
 
 def test_confirm_target_measures_a_miss_twice(tiny):
@@ -114,7 +120,7 @@ def test_accelerate_adds_a_block_when_the_final_model_misses(tiny):
     backend = SimulatedBackend(busy=lambda timing, ms: 1.1 if timing >= 4 and ms != full else 1.0)
     result = accelerate(model, images, target_latency=0.7, backend=backend, **FAST)
     attempts = result.report["selection"]["attempts"]
-    assert [(len(a["blocks"]), a["stage"]) for a in attempts] == [(2, "selection"), (2, "final"), (2, "final"),
+    assert [(len(a["actions"]), a["stage"]) for a in attempts] == [(2, "selection"), (2, "final"), (2, "final"),
                                                                    (3, "selection"), (3, "final")]
     assert attempts[1]["measured_ratio"] == pytest.approx(1.1 * attempts[1]["predicted_ratio"])
     assert len(result.report["dropped"]) == 3 and result.report["target"]["met"]
@@ -139,7 +145,7 @@ def test_accelerate_refuses_to_decide_on_a_noisy_final_measurement(tiny):
     swings = np.random.default_rng(0)
     backend = SimulatedBackend(settings, busy=lambda timing, ms: 1.0 if timing < 4 or ms == full
                                else swings.uniform(0.7, 1.3))
-    with pytest.raises(TargetUnreachable, match=r"too noisy \(final model with layer1.0, layer1.1 dropped measured"):
+    with pytest.raises(TargetUnreachable, match=r"too noisy \(final model with layer1.0, layer1.1 cut measured"):
         accelerate(model, images, target_latency=0.67, backend=backend, **FAST)
 
 
@@ -153,8 +159,8 @@ def test_given_blocks_are_checked_before_any_timing(tiny):
 
 def test_predictions_learn_how_far_savings_add_up(tiny):
     model, _ = tiny
-    blocks = _droppable(model)
-    table = latency_table(SimulatedBackend(), model, blocks, quiet=True)
+    planner, blocks = _droppable(model)
+    table = latency_table(SimulatedBackend(), planner, blocks, quiet=True)
     two, three = blocks[:2], blocks[:3]
     summed = [sum(table.savings[b.id] for b in chosen) for chosen in (two, three)]
     assert predicted_ratio(three, table) == pytest.approx(1 - summed[1])

@@ -10,6 +10,8 @@ from graphopt.calibration.dataset import load_calibration
 from graphopt.calibration.mimic import MimicSettings
 from graphopt.calibration.recovery import blends, recover
 from graphopt.features import feature_tensors
+from graphopt.methods import Planner
+from graphopt.methods.blocks import block_actions
 from graphopt.passes import drop_blocks
 
 
@@ -29,9 +31,10 @@ def _recover(tiny, **options):
     dropped = [b for b in blocks if b.id == "layer3.1"]
     pruned = drop_blocks(original, ["layer3.1"], blocks)
     train, held = load_calibration(images, original).split(0.25)
-    recovered = recover(original, pruned, dropped, feature_tensors(original), train, held.tensors(),
+    cuts = Planner(original, blocks).cuts(block_actions(dropped))
+    recovered = recover(original, pruned, cuts, feature_tensors(original), train, held.tensors(),
                         MimicSettings(6, batch_size=4, lr=1e-3, **options.pop("mimic", {})), threads=1, quiet=True,
-                        blocks=blocks, **options)
+                        **options)
     before = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
     changed = {t.name for t in recovered.model.graph.initializer
                if not np.array_equal(numpy_helper.to_array(t), before[t.name])}

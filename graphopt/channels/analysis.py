@@ -60,8 +60,10 @@ class ChannelAnalysis:
         return kept_positions(layout, {self.group(g).root: np.sort(k) for g, k in keep.items()}, self.table)
 
 
-def find_channel_groups(model: onnx.ModelProto, shapes: dict[str, Shape | None] | None = None) -> ChannelAnalysis:
-    """Every channel group of `model`, in the order its producers appear."""
+def find_channel_groups(model: onnx.ModelProto, shapes: dict[str, Shape | None] | None = None,
+                        fixed: list[str] = ()) -> ChannelAnalysis:
+    """Every channel group of `model`, in the order its producers appear. Groups in the graph outputs, or in the
+    `fixed` tensors (the features recovery matches), are kept whole."""
     graph = model.graph
     shapes = shapes if shapes is not None else infer_shapes(model)
     consts = constant_tensors(graph)
@@ -74,10 +76,11 @@ def find_channel_groups(model: onnx.ModelProto, shapes: dict[str, Shape | None] 
     for node in graph.node:
         if node.output and not all(name in consts for name in node.output):
             apply_rule(ctx, node)
-    for value in graph.output:
-        carried = ctx.channels(value.name)
+    for name, reason in [*((v.name, "reaches the graph output") for v in graph.output),
+                         *((name, "makes the features recovery matches,") for name in fixed)]:
+        carried = ctx.channels(name)
         if carried:
-            ctx.table.block(carried.layout, f"reaches the graph output {value.name}")
+            ctx.table.block(carried.layout, f"{reason} {name}")
     return ChannelAnalysis(_groups(ctx, model), ctx.table, ctx.tensors, ctx.edits)
 
 

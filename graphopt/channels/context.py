@@ -36,6 +36,18 @@ class Edit:
     axis: int = 0
 
 
+def constant_values(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Tensors whose values are in the graph: initializers, Constant-node outputs, and Identity copies of either
+    (TorchScript exports deduplicated weights as Identity nodes)."""
+    values = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = node.attribute[0].t
+        if node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    return values
+
+
 @dataclass
 class Context:
     graph: onnx.GraphProto
@@ -48,14 +60,10 @@ class Context:
     labels: dict[str, str] = field(default_factory=dict)  # first output -> node label
 
     def __post_init__(self):
-        self._values = {t.name: t for t in self.graph.initializer}
+        self._values = constant_values(self.graph)
         for index, node in enumerate(self.graph.node):
             if node.output:
                 self.labels[node.output[0]] = node_label(node, index)
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self._values[node.output[0]] = node.attribute[0].t
-            if node.op_type == "Identity" and node.input[0] in self._values:  # TorchScript's deduplicated weights
-                self._values[node.output[0]] = self._values[node.input[0]]
 
     def channels(self, name: str) -> Channels | None:
         return self.tensors.get(name) if name else None

@@ -1,0 +1,130 @@
+"""Actions from both methods on one search: plans, the closed-form refit of pruned channels' consumers, selection
+on a simulated latency backend, and accelerate with --methods."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from graphopt.blocks import find_blocks
+from graphopt.calibration.dataset import load_calibration
+from graphopt.calibration.refit import consumer_statistics, refit
+from graphopt.calibration.teacher import Teacher
+from graphopt.channels import find_channel_groups
+from graphopt.channels.importance import l1_order
+from graphopt.errors import GraphoptError
+from graphopt.features import feature_tensors
+from graphopt.methods import Action, Planner
+from graphopt.methods.blocks import block_actions
+from graphopt.methods.filters import filter_actions
+from graphopt.pipeline import accelerate
+from graphopt.selection import latency_table, select
+from graphopt.shapes import infer_shapes
+from tests.fake_latency import SimulatedBackend
+from tests.helpers import run_onnx
+
+FAST = dict(score_iterations=2, recover_iterations=3, lr=1e-3, threads=1, use_cache=False, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def planned(tiny):
+    """(model, planner with both methods, block actions, filter actions, image folder) for the tiny ResNet."""
+    path, images = tiny
+    model = onnx.load(str(path))
+    shapes = infer_shapes(model)
+    channels = find_channel_groups(model, shapes, fixed=feature_tensors(model))
+    orders = l1_order(model, channels)
+    blocks = find_blocks(model, shapes)
+    planner = Planner(model, blocks, channels, orders)
+    return model, planner, block_actions(blocks), filter_actions(model, shapes, channels, orders), images
+
+
+def test_filter_actions_offer_vector_widths_of_every_prunable_group(planned):
+    _, planner, _, filters, _ = planned
+    # groups of 8 channels or fewer have no narrower width that is a multiple of 8
+    assert {a.target for a in filters} == {g.id for g in planner.channels.prunable if g.size > 8}
+    assert all(a.keep % 8 == 0 and 0 < a.keep < planner.channels.group(a.target).size for a in filters)
+    assert all(0 < a.macs_share < 1 for a in filters)
+    # the features recovery matches (layer3's output) keep their channels
+    assert "layer3" not in {g.id for g in planner.channels.prunable}
+
+
+def test_a_plan_keeps_one_level_per_group_and_no_cut_inside_a_dropped_block(planned):
+    _, planner, _, _, _ = planned
+    inner = Action("filters", "layer1.0.conv1", 4)
+    plan = planner.normalise([Action("filters", "layer2.1.conv1", 8), Action("filters", "layer2.1.conv1", 4),
+                              inner, Action("blocks", "layer1.0")])
+    assert [a.id for a in plan] == ["layer1.0", "layer2.1.conv1@4"]
+    assert planner.normalise([inner]) == [inner]
+
+
+def test_a_mixed_plan_is_a_valid_smaller_model(planned):
+    model, planner, _, _, images = planned
+    plan = [Action("blocks", "layer1.1"), Action("filters", "layer2.1.conv1", 8)]
+    cut = planner.apply(plan)
+    onnx.checker.check_model(cut, full_check=True)
+    x = load_calibration(images, model).tensors(2).numpy()
+    assert run_onnx(cut, x).shape == run_onnx(model, x).shape
+    assert len(cut.graph.node) < len(model.graph.node)
+    cuts = planner.cuts(plan)
+    assert cuts[0] == next(b.skip for b in planner.blocks if b.id == "layer1.1") and cuts[-1] == "input"
+    assert planner.cuts([plan[1]])[0] != cuts[0]  # a channel cut alone starts later, at its producer's input
+
+
+def test_refit_reproduces_each_consumer_better_than_slicing(planned):
+    model, planner, _, _, images = planned
+    x = load_calibration(images, model).tensors()
+    consumers = consumer_statistics(model, planner.channels, x, threads=1)
+    action = Action("filters", "layer2.0.conv1", 8)
+    keep = planner.keep([action])
+    sliced = planner.apply([action])
+    refitted = refit(sliced, planner.channels, keep, consumers)
+    onnx.checker.check_model(refitted, full_check=True)
+    (consumer,) = [c for c in consumers if c in {e.node for e in planner.channels.edits if e.kind == "in" and
+                                                 planner.channels.table.find(e.layouts[0][0].group) ==
+                                                 planner.channels.group("layer2.0.conv1").root}]
+    want = Teacher(model, [consumer])(x)[consumer]
+
+    def error(candidate):
+        got = Teacher(candidate, [consumer])(x)[consumer]
+        return float(((got - want) ** 2).sum() / (want ** 2).sum())
+
+    assert error(refitted) < 0.8 * error(sliced)
+
+
+def test_selection_mixes_methods_on_measured_latency(planned):
+    _, planner, blocks, filters, _ = planned
+    backend = SimulatedBackend()
+    actions = blocks + filters
+    table = latency_table(backend, planner, actions, quiet=True)
+    assert set(table.savings) == {a.id for a in actions} and not table.implausible
+    ranked = sorted(filters, key=lambda a: -a.macs_share) + blocks  # channel cuts first, widest savings first
+    selection = select(backend, planner, ranked, table, target=0.75)
+    assert selection.ratio <= 0.75 and selection.pruned and not selection.dropped
+    measured = backend.compare(planner.model, planner.apply(selection.actions)).ratio
+    assert measured == pytest.approx(selection.ratio, abs=1e-9)
+
+
+def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
+    path, images = tiny
+    result = accelerate(path, images, tmp_path / "out.onnx", target_latency=0.8, methods=["filters"],
+                        backend=SimulatedBackend(), **FAST)
+    report = result.report
+    assert report["pruned"] and not report["dropped"] and report["target"]["met"]
+    assert report["methods"] == ["filters"] and report["channel_scores"] and report["recoverability"] == {}
+    for score in report["channel_scores"].values():
+        assert score["error"] >= 0 and score["error_pruned"] >= 0
+    assert {"channels", "channel scores"} <= set(report["seconds"])
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    onnx.checker.check_model(written, full_check=True)
+    x = torch.randn(3, 3, 16, 16).numpy()
+    assert run_onnx(written, x).shape == (3, 10)
+
+
+def test_methods_are_checked(tiny):
+    path, images = tiny
+    with pytest.raises(GraphoptError, match="unknown method"):
+        accelerate(path, images, target_latency=0.8, methods=["blocks", "quantum"], **FAST)
+    with pytest.raises(GraphoptError, match="go with --methods blocks only"):
+        accelerate(path, images, drop=1, methods=["filters"], **FAST)
