@@ -176,7 +176,8 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
         time_budget=args.time_budget, match_logits=args.match_logits, int8_recovery=args.int8_recovery,
         score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
-        batch_size=args.batch_size, methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
+        batch_size=args.batch_size, importance=args.importance,
+        methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     try:
         result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet,
@@ -316,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
     p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
                                      "filters (prune channel groups); default: all")
+    p.add_argument("--importance", default="l1", choices=["l1", "taylor", "dagger"],
+                   help="which channels a group gives up first: smallest L1 weight norm, first-order Taylor on the "
+                        "calibration images, or Dagger's learned weight-based gates (default l1)")
     _add_preprocessing_options(p)
     _add_training_options(p)
     _add_latency_options(p)

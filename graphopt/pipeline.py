@@ -31,7 +31,7 @@ from graphopt.precision import Int8Timing, quantizes_graph
 from graphopt.runtime import Comparison, LatencyBackend, TimingSettings, get_backend
 from graphopt.runtime.inputs import checked_input_shapes, runtime_inputs
 from graphopt.selection import Attempt, Selection, check_reachable, latency_table, select
-from graphopt.settings import (ADAPTOR_LR, FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES, SCORING_SHARE,
+from graphopt.settings import (ADAPTOR_LR, DAGGER_SHARE, FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES, SCORING_SHARE,
                                AccelerateSettings)
 from graphopt.shapes import infer_shapes
 from graphopt.target import TargetCheck, confirm_target
@@ -250,7 +250,7 @@ def _prepare(model, example_input, calib, settings: AccelerateSettings, backend:
     if "filters" in methods:
         with stages("channels"):
             channels = find_channel_groups(original, shapes, fixed=features)
-            orders = l1_order(original, channels)
+            orders = _channel_orders(settings, original, shapes, channels, features, train)
             actions += filter_actions(original, shapes, channels, orders)
     if not actions and not quantize:
         raise GraphoptError(f"nothing to accelerate: the model has no "
@@ -271,6 +271,23 @@ def _prepare(model, example_input, calib, settings: AccelerateSettings, backend:
     given_actions = block_actions(given) if given else None
     return _Run(settings, original, calibration, train, held, blocks, droppable, channels, planner, actions,
                 features, given_actions, backend, int8, stages, quiet, deadline)
+
+
+IMPORTANCE = ("l1", "taylor", "dagger")
+
+
+def _channel_orders(settings: AccelerateSettings, original: onnx.ModelProto, shapes, channels: ChannelAnalysis,
+                    features: list[str], train) -> dict:
+    """Each prunable group's channels, most important first, by the criterion the settings name."""
+    if settings.importance == "l1" or not channels.prunable:
+        return l1_order(original, channels)
+    if settings.importance == "taylor":
+        from graphopt.calibration.taylor import taylor_order
+        return taylor_order(original, channels, _class_scores(original, features), train.tensors())
+    from graphopt.calibration.dagger import dagger_order
+    share = min(0.95, max(0.3, settings.target_latency or 0.8))
+    return dagger_order(original, shapes, channels, features, train, share, DAGGER_SHARE * 60 * settings.time_budget,
+                        settings.batch_size, settings.seed, settings.threads)
 
 
 _NOTHING = {"blocks": "droppable residual blocks", "filters": "prunable channel groups"}
@@ -466,6 +483,8 @@ def _check_settings(settings: AccelerateSettings) -> None:
         raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {settings.threads})")
     if not 0 < settings.noise_threshold < 1:
         raise GraphoptError(f"--noise-threshold is a relative noise, between 0 and 1 (got {settings.noise_threshold})")
+    if settings.importance not in IMPORTANCE:
+        raise GraphoptError(f"--importance must be one of {', '.join(IMPORTANCE)} (got {settings.importance})")
     if not settings.time_budget > 0:
         raise GraphoptError(f"--time-budget is in minutes and must be positive (got {settings.time_budget})")
     if settings.max_timing_seconds < settings.min_seconds:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError, TargetUnreachable
 from graphopt.methods import Action, Planner
 from graphopt.runtime import Comparison, LatencyBackend, LatencyStats
+from graphopt.runtime.base import TimingRun
 
 # An action's measured saving above this multiple of its share of multiply-adds (plus the run's noise) is suspect;
 # measured across torchvision CNNs, block savings stay within about 1.5x of the MAC share (docs/blocks_latency.md).
@@ -23,6 +25,8 @@ PLAUSIBLE_MACS_MULTIPLE = 2.0
 REMEASURE_TRIES = 2
 # Predictions add up several single-block savings, so the table is timed to this share of the noise threshold.
 TABLE_NOISE_SHARE = 0.5
+# Actions per interleaved run of the table: fewer models per run keep each one's sessions warm and its noise low.
+TABLE_CHUNK = 12
 
 
 @dataclass
@@ -83,30 +87,48 @@ class Selection:
 
 def latency_table(backend: LatencyBackend, planner: Planner, actions: list[Action], quiet: bool = False,
                   start: onnx.ModelProto | None = None) -> LatencyTable:
-    """Time the original and each single action in one interleaved run; re-time implausible savings.
+    """Time the original and each single action, TABLE_CHUNK actions per interleaved run; re-time implausible
+    savings.
 
     `start` is the model the cuts are made from when that is not the original itself (its INT8 form): it is timed
-    in the same run, and each saving is the fall in ratio from it.
+    in the same runs, and each saving is the fall in ratio from it.
     """
-    model = planner.model
     variants = {a.id: planner.apply([a]) for a in actions}
-    firsts = [model] if start is None else [model, start]
+    firsts = [planner.model] if start is None else [planner.model, start]
     threshold = TABLE_NOISE_SHARE * backend.settings.noise_threshold
-    run = backend.time_run([*firsts, *variants.values()], None if quiet else "latency table", threshold)
-    origin = 1.0 if start is None else run.ratio(1)
-    table = LatencyTable(run.stats[0], {a.id: origin - run.ratio(i + len(firsts)) for i, a in enumerate(actions)},
-                         run.noise, run.noisy, origin)
+    runs, origins, savings = [], [], {}
+    for index in range(0, len(actions), TABLE_CHUNK):
+        chunk = actions[index:index + TABLE_CHUNK]
+        progress = None if quiet else f"latency table {index // TABLE_CHUNK + 1}/{-(-len(actions) // TABLE_CHUNK)}"
+        run, origin, found = _timed_savings(backend, firsts, [variants[a.id] for a in chunk], threshold, progress)
+        runs.append(run)
+        origins.append(origin)
+        savings.update(zip((a.id for a in chunk), found))
+    table = LatencyTable(runs[0].stats[0], savings, max(r.noise for r in runs), any(r.noisy for r in runs),
+                         float(np.mean(origins)))
     for _ in range(REMEASURE_TRIES):
         suspects = [a for a in actions if not _plausible(table, a)]
         if not suspects:
             return table
-        rerun = backend.time_run([*firsts, *(variants[a.id] for a in suspects)], noise_threshold=threshold)
-        origin = 1.0 if start is None else rerun.ratio(1)
-        for index, action in enumerate(suspects, start=len(firsts)):
+        _, _, found = _timed_savings(backend, firsts, [variants[a.id] for a in suspects], threshold, None)
+        for action, saving in zip(suspects, found):
             table.remeasured.setdefault(action.id, []).append(table.savings[action.id])
-            table.savings[action.id] = origin - rerun.ratio(index)
+            table.savings[action.id] = saving
     table.implausible = [a.id for a in actions if not _plausible(table, a)]
     return table
+
+
+def _timed_savings(backend: LatencyBackend, firsts: list[onnx.ModelProto], models: list[onnx.ModelProto],
+                   threshold: float, progress: str | None) -> tuple[TimingRun, float, list[float]]:
+    """(the run, the ratio cuts start from, each model's saving) from one interleaved run of `firsts` + `models`.
+
+    Ratios are taken to the mean of the original and its control copy, which ran in the same rounds: with many
+    models in a run, one copy of the original was measured reading a few percent slow, which made every small
+    cut look that much larger."""
+    run = backend.time_run([*firsts, *models], progress, threshold)
+    scale = 2 / (1 + run.control_ratio)
+    origin = 1.0 if len(firsts) == 1 else run.ratio(1) * scale
+    return run, origin, [origin - run.ratio(i) * scale for i in range(len(firsts), len(firsts) + len(models))]
 
 
 def _plausible(table: LatencyTable, action: Action) -> bool:

@@ -10,6 +10,7 @@ LR_CANDIDATES = (5e-4, 1e-4)
 ADAPTOR_LR = 1e-3
 SCORING_SHARE = 0.3  # of the time left when scoring starts; recovery gets the rest, less FINAL_RESERVE
 FINAL_RESERVE = 0.15  # of the whole budget, kept for quantizing, verifying and timing the final model
+DAGGER_SHARE = 0.1  # of the whole budget, for training Dagger's channel gates when --importance dagger
 INT8_RECOVERY_SHARE = 0.4  # of the recovery time, for few-shot INT8 recovery after block recovery
 
 
@@ -22,6 +23,7 @@ class AccelerateSettings:
     drop: int | None = None
     blocks: list[str] | None = None  # drop exactly these (no recoverability scoring), then recover
     methods: list[str] | None = None  # which kinds of cut to search ("blocks", "filters"); None: all
+    importance: str = "l1"  # which channels a group gives up first: "l1", "taylor" or "dagger"
     runtime: str = "onnxruntime"
     precision: str = "fp32"
     batch: int = 1
