@@ -19,6 +19,7 @@ from graphopt.methods import Action, Planner
 from graphopt.methods.blocks import block_actions
 from graphopt.methods.filters import filter_actions
 from graphopt.pipeline import accelerate
+from graphopt import selection
 from graphopt.selection import latency_table, select
 from graphopt.shapes import infer_shapes
 from tests.fake_latency import SimulatedBackend
@@ -93,17 +94,22 @@ def test_refit_reproduces_each_consumer_better_than_slicing(planned):
     assert error(refitted) < 0.8 * error(sliced)
 
 
-def test_selection_mixes_methods_on_measured_latency(planned):
+def test_selection_mixes_methods_on_measured_latency(planned, monkeypatch):
     _, planner, blocks, filters, _ = planned
+    monkeypatch.setattr(selection, "TABLE_CHUNK", 4)
     backend = SimulatedBackend()
     actions = blocks + filters
     table = latency_table(backend, planner, actions, quiet=True)
     assert set(table.savings) == {a.id for a in actions} and not table.implausible
+    assert backend.timings == -(-len(actions) // 4)  # 4 actions per interleaved run, none re-timed
+    one = filters[0]
+    expected = 1 - backend.nominal_ms(planner.apply([one])) / backend.nominal_ms(planner.model)
+    assert table.savings[one.id] == pytest.approx(expected, abs=1e-9)
     ranked = sorted(filters, key=lambda a: -a.macs_share) + blocks  # channel cuts first, widest savings first
-    selection = select(backend, planner, ranked, table, target=0.75)
-    assert selection.ratio <= 0.75 and selection.pruned and not selection.dropped
-    measured = backend.compare(planner.model, planner.apply(selection.actions)).ratio
-    assert measured == pytest.approx(selection.ratio, abs=1e-9)
+    chosen = select(backend, planner, ranked, table, target=0.75)
+    assert chosen.ratio <= 0.75 and chosen.pruned and not chosen.dropped
+    measured = backend.compare(planner.model, planner.apply(chosen.actions)).ratio
+    assert measured == pytest.approx(chosen.ratio, abs=1e-9)
 
 
 def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
