@@ -317,9 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
     p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
                                      "filters (prune channel groups); default: all")
-    p.add_argument("--importance", default="l1", choices=["l1", "taylor", "dagger"],
-                   help="which channels a group gives up first: smallest L1 weight norm, first-order Taylor on the "
-                        "calibration images, or Dagger's learned weight-based gates (default l1)")
+    p.add_argument("--importance", default="taylor", choices=["l1", "taylor", "dagger"],
+                   help="which channels a group gives up first: first-order Taylor on the calibration images "
+                        "(default; l1 for models without class scores), smallest L1 weight norm, or Dagger's "
+                        "learned weight-based gates")
     _add_preprocessing_options(p)
     _add_training_options(p)
     _add_latency_options(p)

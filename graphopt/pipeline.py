@@ -279,11 +279,12 @@ IMPORTANCE = ("l1", "taylor", "dagger")
 def _channel_orders(settings: AccelerateSettings, original: onnx.ModelProto, shapes, channels: ChannelAnalysis,
                     features: list[str], train) -> dict:
     """Each prunable group's channels, most important first, by the criterion the settings name."""
-    if settings.importance == "l1" or not channels.prunable:
+    scores = _class_scores(original, features)
+    if settings.importance == "l1" or not channels.prunable or (settings.importance == "taylor" and not scores):
         return l1_order(original, channels)
     if settings.importance == "taylor":
         from graphopt.calibration.taylor import taylor_order
-        return taylor_order(original, channels, _class_scores(original, features), train.tensors())
+        return taylor_order(original, channels, scores, train.tensors())
     from graphopt.calibration.dagger import dagger_order
     share = min(0.95, max(0.3, settings.target_latency or 0.8))
     return dagger_order(original, shapes, channels, features, train, share, DAGGER_SHARE * 60 * settings.time_budget,

@@ -132,7 +132,8 @@ def test_target_latency_is_met_by_measurement(exported, tmp_path):
 
 @pytest.mark.parametrize("case,code,message", [
     ("empty-calib", 1, "no usable|empty|no images"),
-    ("impossible", 3, "cannot be met"),
+    # real timing of a tiny model is noisy: the reachability check or selection itself may be the one that says so
+    ("impossible", 3, "cannot be met|was not met"),
     ("nothing-to-drop", 1, "no droppable residual blocks"),
     ("bad-ratio", 1, "between 0 and 1"),
     ("too-many", 1, "droppable blocks"),
@@ -174,4 +175,4 @@ def test_bad_input(tiny, tmp_path, capsys, case, code, message):
     if case == "impossible":  # a pipeline still gets a report saying why, with the measured figure
         report = json.loads((tmp_path / "report.json").read_text())
         assert report["status"] == "target not met" and report["exit_code"] == 3 and report["output"] is None
-        assert "cannot be met" in report["error"] and "measures" in report["error"]
+        assert "0.050" in report["error"] and "measure" in report["error"]

@@ -32,7 +32,8 @@ VARIANTS = {
     "filters-l1": {"methods": ["filters"], "importance": "l1"},
     "filters-taylor": {"methods": ["filters"], "importance": "taylor"},
     "filters-dagger": {"methods": ["filters"], "importance": "dagger"},
-    "joint": {"methods": ["blocks", "filters"], "importance": "l1"},
+    "joint": {"methods": ["blocks", "filters"], "importance": "taylor"},
+    "joint-l1": {"methods": ["blocks", "filters"], "importance": "l1"},
     "joint-dagger": {"methods": ["blocks", "filters"], "importance": "dagger"},
 }
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-size", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
-                        default=["blocks", "filters-l1", "filters-dagger", "joint"])
+                        default=["blocks", "filters-l1", "filters-taylor", "filters-dagger", "joint"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--time-budget", type=float, default=10.0, help="accelerate's --time-budget (minutes)")
     parser.add_argument("--out", type=Path, required=True)
