@@ -54,9 +54,11 @@ def test_filter_actions_offer_vector_widths_of_every_prunable_group(planned):
 def test_a_plan_keeps_one_level_per_group_and_no_cut_inside_a_dropped_block(planned):
     _, planner, _, _, _ = planned
     inner = Action("filters", "layer1.0.conv1", 4)
-    plan = planner.normalise([Action("filters", "layer2.1.conv1", 8), Action("filters", "layer2.1.conv1", 4),
-                              inner, Action("blocks", "layer1.0")])
-    assert [a.id for a in plan] == ["layer1.0", "layer2.1.conv1@4"]
+    deeper = [Action("filters", "layer2.1.conv1", 8), Action("filters", "layer2.1.conv1", 4)]
+    block = Action("blocks", "layer1.0")
+    # the block and the channel cut inside it exclude each other: whichever the ranking put first wins
+    assert [a.id for a in planner.normalise([*deeper, block, inner])] == ["layer1.0", "layer2.1.conv1@4"]
+    assert [a.id for a in planner.normalise([*deeper, inner, block])] == ["layer1.0.conv1@4", "layer2.1.conv1@4"]
     assert planner.normalise([inner]) == [inner]
 
 

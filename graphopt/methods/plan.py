@@ -2,7 +2,7 @@
 
 Channels are pruned first, while every node the channel analysis names is still in the graph, then blocks are
 dropped (DropBlocks finds blocks by tensor names, which pruning keeps). A plan holds at most one level per channel
-group (the deepest chosen), and no channel cut of a group made only inside a dropped block.
+group (the deepest chosen), and never both a block and a channel cut made only inside it.
 """
 from __future__ import annotations
 
@@ -25,13 +25,20 @@ class Planner:
         self.model, self.blocks, self.channels, self.orders = model, blocks, channels, orders or {}
 
     def normalise(self, actions: list[Action]) -> list[Action]:
-        """The plan the actions make: blocks in graph order, then each channel group once at its deepest level,
-        without groups that only a dropped block makes."""
-        dropped = {a.target for a in actions if a.method == "blocks"}
-        inside = {label for b in self.blocks if b.id in dropped for label in b.nodes}
+        """The plan the actions make, read in order (best first): blocks in graph order, then each channel group
+        once at its deepest level. A block and a channel cut made only inside it exclude each other, and the one
+        that comes first wins: a ranking that put the cheaper channel cut first keeps it rather than let a later
+        block drop make it void."""
+        dropped: set[str] = set()
+        inside: set[str] = set()
         deepest: dict[str, Action] = {}
         for action in actions:
-            if action.method == "filters" and not self._made_inside(action.target, inside):
+            if action.method == "blocks":
+                block = next(b for b in self.blocks if b.id == action.target)
+                if not any(self._made_inside(group, set(block.nodes)) for group in deepest):
+                    dropped.add(block.id)
+                    inside.update(block.nodes)
+            elif not self._made_inside(action.target, inside):
                 if action.target not in deepest or action.keep < deepest[action.target].keep:
                     deepest[action.target] = action
         blocks = [Action("blocks", b.id, macs_share=b.macs_share) for b in self.blocks if b.id in dropped]
