@@ -22,7 +22,7 @@ from graphopt.calibration.mimic import feature_error
 from graphopt.calibration.teacher import Teacher
 from graphopt.channels import ChannelAnalysis
 from graphopt.channels.context import constant_values
-from graphopt.macs import node_macs
+from graphopt.channels.importance import mac_terms
 from graphopt.shapes import Shape
 
 GATE_LR = 1e-2
@@ -106,15 +106,8 @@ def weight_descriptors(model: onnx.ModelProto, analysis: ChannelAnalysis) -> dic
 def _macs_cost(model: onnx.ModelProto, shapes: dict[str, Shape | None], analysis: ChannelAnalysis):
     """A function of the gates: the gated share of the model's multiply-adds (1 with every gate open)."""
     ids = {g.root: g.id for g in analysis.prunable}
-    terms, total = [], 0
-    for node in model.graph.node:
-        macs = node_macs(node, shapes)
-        total += macs
-        if macs:
-            grouped = any(a.name == "group" and a.i > 1 for a in node.attribute)
-            made = analysis.tensors.get(node.output[0])
-            read = None if grouped else analysis.tensors.get(node.input[0])
-            terms.append((macs, *(_segments(analysis, c, ids) for c in (made, read))))
+    nodes, total = mac_terms(model, shapes, analysis)
+    terms = [(macs, _segments(analysis, made, ids), _segments(analysis, read, ids)) for macs, made, read in nodes]
 
     def cost(gates: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(macs * _kept(made, gates) * _kept(read, gates) for macs, made, read in terms) / max(total, 1)

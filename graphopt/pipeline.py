@@ -31,8 +31,8 @@ from graphopt.precision import Int8Timing, quantizes_graph
 from graphopt.runtime import Comparison, LatencyBackend, TimingSettings, get_backend
 from graphopt.runtime.inputs import checked_input_shapes, runtime_inputs
 from graphopt.selection import Attempt, Selection, check_reachable, latency_table, select
-from graphopt.settings import (ADAPTOR_LR, DAGGER_SHARE, FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES, SCORING_SHARE,
-                               AccelerateSettings)
+from graphopt.settings import (ADAPTOR_LR, DAGGER_SHARE, FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES,
+                               SCORING_SHARE, AccelerateSettings)
 from graphopt.shapes import infer_shapes
 from graphopt.target import TargetCheck, confirm_target
 from graphopt.verify import agreement, check_recovered, check_valid
@@ -329,7 +329,7 @@ def _rank(run: _Run, table) -> tuple[list[Action], dict, bool, int | None]:
             scores["filters"] = score_filters(run.planner, cuts, run.consumers(), run.features,
                                               run.held.tensors(), settings.threads, run.quiet)
         errors.update((key, score["error"]) for key, score in scores["filters"].items())
-    blocks = [b for b in run.droppable if any(a.method == "blocks" and a.target == b.id for a in run.actions)]
+    blocks = run.droppable if any(a.method == "blocks" for a in run.actions) else []
     if blocks:
         with run.stages("recoverability"):
             seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(blocks)

@@ -2,7 +2,6 @@
 on a simulated latency backend, and accelerate with --methods."""
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 import torch

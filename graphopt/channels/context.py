@@ -9,7 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from graphopt.blocks import node_label
-from graphopt.channels.layout import GroupTable, Layout, Segment
+from graphopt.channels.layout import GroupTable, Layout, Segment, layout_size
 from graphopt.shapes import Shape
 
 
@@ -100,7 +100,7 @@ class Context:
         if not name:
             return
         value = self.value(name)
-        if value is None or axis >= value.ndim or value.shape[axis] != sum(s.size for s in layout):
+        if value is None or axis >= value.ndim or value.shape[axis] != layout_size(layout):
             self.table.block(layout, f"{node.op_type} {self.labels[node.output[0]]} reads a computed constant")
             return
         self.edits.append(Edit(node.output[0], kind, (layout,), index, axis))

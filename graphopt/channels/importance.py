@@ -11,8 +11,9 @@ import onnx
 from onnx import numpy_helper
 
 from graphopt.channels.analysis import ChannelAnalysis
-from graphopt.channels.context import constant_values
-from graphopt.macs import model_macs, node_macs
+from graphopt.channels.context import Channels, constant_values
+from graphopt.channels.layout import layout_size
+from graphopt.macs import node_macs
 from graphopt.shapes import Shape
 
 
@@ -31,24 +32,32 @@ def l1_order(model: onnx.ModelProto, analysis: ChannelAnalysis) -> dict[str, np.
     return {g.id: np.argsort(-scores[g.root], kind="stable") for g in analysis.prunable}
 
 
-def removed_macs_share(model: onnx.ModelProto, shapes: dict[str, Shape | None], analysis: ChannelAnalysis,
-                       keep: dict[str, np.ndarray]) -> float:
-    """The share of the model's multiply-adds that keeping only `keep` of each group removes: a weighted node's
-    MACs scale with the share of its output channels kept, and of its input channels unless it is depthwise."""
-    removed = 0.0
+def mac_terms(model: onnx.ModelProto, shapes: dict[str, Shape | None], analysis: ChannelAnalysis
+              ) -> tuple[list[tuple[int, Channels | None, Channels | None]], int]:
+    """(MACs of each weighted node with the channels it makes and the channels its MACs scale with, total MACs).
+    A weighted node's MACs scale with the share of its output channels kept, and of its input channels unless it
+    is a grouped (depthwise) convolution, whose input channels are its output channels."""
+    terms, total = [], 0
     for node in model.graph.node:
         macs = node_macs(node, shapes)
-        if not macs:
-            continue
-        out = _kept_share(analysis, analysis.tensors.get(node.output[0]), keep)
-        grouped = any(a.name == "group" and a.i > 1 for a in node.attribute)
-        into = 1.0 if grouped else _kept_share(analysis, analysis.tensors.get(node.input[0]), keep)
-        removed += macs * (1 - out * into)
-    return removed / max(model_macs(model, shapes), 1)
+        total += macs
+        if macs:
+            grouped = any(a.name == "group" and a.i > 1 for a in node.attribute)
+            terms.append((macs, analysis.tensors.get(node.output[0]),
+                          None if grouped else analysis.tensors.get(node.input[0])))
+    return terms, total
 
 
-def _kept_share(analysis: ChannelAnalysis, carried, keep: dict[str, np.ndarray]) -> float:
+def removed_macs_share(model: onnx.ModelProto, shapes: dict[str, Shape | None], analysis: ChannelAnalysis,
+                       keep: dict[str, np.ndarray]) -> float:
+    """The share of the model's multiply-adds that keeping only `keep` of each group removes."""
+    terms, total = mac_terms(model, shapes, analysis)
+    removed = sum(macs * (1 - _kept_share(analysis, made, keep) * _kept_share(analysis, read, keep))
+                  for macs, made, read in terms)
+    return removed / max(total, 1)
+
+
+def _kept_share(analysis: ChannelAnalysis, carried: Channels | None, keep: dict[str, np.ndarray]) -> float:
     if carried is None:
         return 1.0
-    size = sum(segment.size for segment in carried.layout)
-    return len(analysis.positions(carried.layout, keep)) / size
+    return len(analysis.positions(carried.layout, keep)) / layout_size(carried.layout)
