@@ -42,11 +42,18 @@ def consumer_statistics(original: onnx.ModelProto, analysis: ChannelAnalysis, im
                         threads: int | None = None, seed: int = 0) -> dict[str, Consumer]:
     """Σ of every convolution / Gemm / MatMul that reads channels of a prunable group, from the teacher's
     activations on `images`."""
-    nodes = {n.output[0]: n for n in original.graph.node if n.output}
-    values = constant_values(original.graph)
     prunable = {g.root for g in analysis.prunable}
     names = sorted({e.node for e in analysis.edits if e.kind == "in" and any(
         analysis.table.find(s.group) in prunable for s in e.layouts[0])})
+    return patch_statistics(original, names, images, threads, seed)
+
+
+def patch_statistics(original: onnx.ModelProto, names: list[str], images: torch.Tensor, threads: int | None = None,
+                     seed: int = 0) -> dict[str, Consumer]:
+    """Σ of the input patches of each node named (by first output) whose weight supports a refit, from the
+    teacher's activations on `images`; nodes that do not (grouped convs, computed weights) are left out."""
+    nodes = {n.output[0]: n for n in original.graph.node if n.output}
+    values = constant_values(original.graph)
     consumers = {name: _consumer(nodes[name], values) for name in names}
     consumers = {name: c for name, c in consumers.items() if c is not None}
     teacher = Teacher(original, sorted({nodes[name].input[0] for name in consumers}), threads)

@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
     p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
-                                     "filters (prune channel groups); default: all")
+                                     "filters (prune channel groups), basis (split convs through fewer bases of their "
+                                     "output space); default: all")
     p.add_argument("--importance", default="taylor", choices=["l1", "taylor", "dagger"],
                    help="which channels a group gives up first: first-order Taylor on the calibration images "
                         "(default; l1 for models without class scores), smallest L1 weight norm, or Dagger's "

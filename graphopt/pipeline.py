@@ -1,6 +1,6 @@
-"""accelerate(): find what can be cut (residual blocks, channel groups), time each cut, score how well the network
-does without it, select under the target, cut, recover, verify, and check the result against the target by
-measurement."""
+"""accelerate(): find what can be cut (residual blocks, channel groups, conv bases), time each cut, score how well
+the network does without it, select under the target, cut, recover, verify, and check the result against the
+target by measurement."""
 from __future__ import annotations
 
 import io
@@ -24,6 +24,7 @@ from graphopt.features import feature_tensors
 from graphopt.machine import machine, versions
 from graphopt.model_io import load_model, save_model
 from graphopt.methods import METHODS, Action, Planner
+from graphopt.methods.basis import basis_actions
 from graphopt.methods.blocks import block_actions
 from graphopt.methods.filters import filter_actions
 from graphopt.passes import DropBlocks, select_blocks
@@ -252,6 +253,15 @@ def _prepare(model, example_input, calib, settings: AccelerateSettings, backend:
             channels = find_channel_groups(original, shapes, fixed=features)
             orders = _channel_orders(settings, original, shapes, channels, features, train)
             actions += filter_actions(original, shapes, channels, orders)
+    bases = {}
+    if "basis" in methods:
+        with stages("bases"):
+            found = basis_actions(original, shapes)
+            if found:
+                from graphopt.calibration.basis import output_bases
+                bases = output_bases(original, sorted({a.target for a in found}), train.tensors(),
+                                     settings.threads, settings.seed)
+            actions += found
     if not actions and not quantize:
         raise GraphoptError(f"nothing to accelerate: the model has no "
                             f"{' and no '.join(_NOTHING[m] for m in methods)}")
@@ -267,7 +277,7 @@ def _prepare(model, example_input, calib, settings: AccelerateSettings, backend:
             _say(quiet, f"quantizing the original to INT8 on {len(train)} calibration images")
             int8 = quantize_int8(original, train)
         backend = Int8Timing(backend, train, original)
-    planner = Planner(original, blocks, channels, orders)
+    planner = Planner(original, blocks, channels, orders, bases)
     given_actions = block_actions(given) if given else None
     return _Run(settings, original, calibration, train, held, blocks, droppable, channels, planner, actions,
                 features, given_actions, backend, int8, stages, quiet, deadline)
@@ -291,7 +301,8 @@ def _channel_orders(settings: AccelerateSettings, original: onnx.ModelProto, sha
                         settings.batch_size, settings.seed, settings.threads)
 
 
-_NOTHING = {"blocks": "droppable residual blocks", "filters": "prunable channel groups"}
+_NOTHING = {"blocks": "droppable residual blocks", "filters": "prunable channel groups",
+            "basis": "convolutions worth splitting"}
 
 
 def _methods(settings: AccelerateSettings) -> tuple[str, ...]:
@@ -308,8 +319,8 @@ def _methods(settings: AccelerateSettings) -> tuple[str, ...]:
 
 
 def _count(actions: list[Action]) -> str:
-    blocks = sum(a.method == "blocks" for a in actions)
-    return f"{blocks} droppable blocks and {len(actions) - blocks} channel cuts"
+    counts = {m: sum(a.method == m for a in actions) for m in METHODS}
+    return f"{counts['blocks']} droppable blocks, {counts['filters']} channel cuts and {counts['basis']} basis cuts"
 
 
 def _rank(run: _Run, table) -> tuple[list[Action], dict, bool, int | None]:
@@ -322,13 +333,13 @@ def _rank(run: _Run, table) -> tuple[list[Action], dict, bool, int | None]:
     if run.given:
         return run.given, {}, False, len(run.given)
     errors, scores, cached = {}, {}, False
-    cuts = [a for a in run.actions if a.method == "filters"]
+    cuts = [a for a in run.actions if a.method != "blocks"]
     if cuts:
-        from graphopt.calibration.filter_scores import score_filters
-        with run.stages("channel scores"):
-            scores["filters"] = score_filters(run.planner, cuts, run.consumers(), run.features,
-                                              run.held.tensors(), settings.threads, run.quiet)
-        errors.update((key, score["error"]) for key, score in scores["filters"].items())
+        from graphopt.calibration.cut_scores import score_cuts
+        with run.stages("cut scores"):
+            scores["cuts"] = score_cuts(run.planner, cuts, run.consumers() if run.channels else {}, run.features,
+                                        run.held.tensors(), settings.threads, run.quiet)
+        errors.update((key, score["error"]) for key, score in scores["cuts"].items())
     blocks = run.droppable if any(a.method == "blocks" for a in run.actions) else []
     if blocks:
         with run.stages("recoverability"):
@@ -383,11 +394,11 @@ def _recover(run: _Run, plan: list[Action]):
     from graphopt.calibration.mimic import MimicSettings
     from graphopt.calibration.recovery import recover
     settings = run.settings
-    pruned = run.planner.apply(plan)
-    keep = run.planner.keep(plan)
-    if keep:
-        from graphopt.calibration.refit import refit
-        pruned = refit(pruned, run.channels, keep, run.consumers())
+    refit = None
+    if run.planner.keep(plan):
+        from graphopt.calibration.cut_scores import refitter
+        refit = refitter(run.planner, run.consumers())
+    pruned = run.planner.apply(plan, refit=refit)
     probes = () if settings.lr else LR_CANDIDATES
     share = INT8_RECOVERY_SHARE if run.int8 is not None and settings.int8_recovery else 0.0
     # each learning-rate probe takes a tenth; INT8 recovery, when it follows, keeps its share of what is left
@@ -435,11 +446,13 @@ def _report(run: _Run, calib, table, ranking: tuple, outcome: _Outcome, target: 
         "latency_table": table.to_dict(),
         "recoverability": scores.get("blocks", {}),
         "recoverability_cached": cached,
-        "channel_scores": scores.get("filters", {}),
+        "channel_scores": _scores_of(scores, run.actions, "filters"),
+        "basis_scores": _scores_of(scores, run.actions, "basis"),
         "ranking": [a.id for a in ranked],
         "selection": outcome.selection.to_dict(),
         "dropped": outcome.selection.dropped,
         "pruned": outcome.selection.pruned,
+        "split": outcome.selection.split,
         "target": check.to_dict() if check else None,
         "latency": latency.to_dict(),
         "feature_error": None if recovered is None else {
@@ -449,6 +462,11 @@ def _report(run: _Run, calib, table, ranking: tuple, outcome: _Outcome, target: 
         "agreement_top1": outcome.agreement,
         "rows": _rows(run, table, outcome, latency),
     }
+
+
+def _scores_of(scores: dict, actions: list[Action], method: str) -> dict:
+    ids = {a.id for a in actions if a.method == method}
+    return {key: value for key, value in scores.get("cuts", {}).items() if key in ids}
 
 
 def _rows(run: _Run, table, outcome: _Outcome, latency: Comparison) -> list[dict]:
@@ -462,7 +480,7 @@ def _rows(run: _Run, table, outcome: _Outcome, latency: Comparison) -> list[dict
                      "measured": "in the latency table run"})
     rows.append({"model": "graphopt", "ratio": latency.ratio, "ms": latency.other.median_ms,
                  "agreement_top1": outcome.agreement, "dropped": outcome.selection.dropped,
-                 "pruned": outcome.selection.pruned,
+                 "pruned": outcome.selection.pruned, "split": outcome.selection.split,
                  "precision": "int8" if run.int8 is not None else "as given"})
     return rows
 

@@ -5,7 +5,8 @@ with the run's own noise estimate); a saving that is negative beyond the noise o
 action's share of multiply-adds is re-measured before it is used. A plan is chosen in score order on predicted
 savings, then timed for real, and actions are added until the measured ratio meets the target. Whether the target
 is reachable at all is checked first, by timing the model with every action at once (each channel group at its
-narrowest). The final model is checked again by `confirm_target` (see graphopt/target.py).
+narrowest, each split node at its lowest rank). The final model is checked again by `confirm_target` (see
+graphopt/target.py).
 """
 from __future__ import annotations
 
@@ -80,9 +81,14 @@ class Selection:
         """Channel group -> channels kept."""
         return {a.target: a.keep for a in self.actions if a.method == "filters"}
 
+    @property
+    def split(self) -> dict[str, int]:
+        """Node output -> bases kept."""
+        return {a.target: a.keep for a in self.actions if a.method == "basis"}
+
     def to_dict(self) -> dict:
         return {"actions": [a.id for a in self.actions], "dropped": self.dropped, "pruned": self.pruned,
-                "ratio": self.ratio, "attempts": [asdict(a) for a in self.attempts]}
+                "split": self.split, "ratio": self.ratio, "attempts": [asdict(a) for a in self.attempts]}
 
 
 def latency_table(backend: LatencyBackend, planner: Planner, actions: list[Action], quiet: bool = False,
@@ -207,10 +213,10 @@ def _attempt(backend: LatencyBackend, planner: Planner, chosen: list[Action], ta
 
 
 def _describe(plan: list[Action]) -> str:
-    blocks = sum(a.method == "blocks" for a in plan)
-    groups = len(plan) - blocks
-    return ", ".join(part for part in (f"{blocks} blocks dropped" if blocks else "",
-                                       f"{groups} channel groups at their narrowest" if groups else "") if part)
+    counts = {m: sum(a.method == m for a in plan) for m in ("blocks", "filters", "basis")}
+    parts = {"blocks": "blocks dropped", "filters": "channel groups at their narrowest",
+             "basis": "nodes split at their lowest rank"}
+    return ", ".join(f"{count} {parts[m]}" for m, count in counts.items() if count)
 
 
 def _figure(comparison: Comparison) -> str:

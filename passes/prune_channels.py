@@ -12,6 +12,7 @@ from graphopt.channels import ChannelAnalysis
 from graphopt.channels.context import Edit
 from graphopt.errors import GraphoptError
 from graphopt.passes.base import GraphPass, PassResult, apply_passes
+from graphopt.passes.constants import constant_value
 
 
 class PruneChannels(GraphPass):
@@ -69,24 +70,13 @@ class PruneChannels(GraphPass):
 
 def _slice_input(node: gs.Node, index: int, cuts: list[tuple[int, np.ndarray]]) -> None:
     """Replace constant input `index` of `node` by a copy cut along each axis (a copy: others may share it)."""
-    original = value = _constant_value(node.inputs[index])
+    original = value = constant_value(node.inputs[index], "PruneChannels")
     for axis, positions in cuts:
         if len(positions) != value.shape[axis]:
             value = np.take(value, positions, axis=axis)
     if value is not original:
         node.inputs[index] = gs.Constant(f"{node.inputs[index].name}_pruned_{node.outputs[0].name}",
                                          np.ascontiguousarray(value))
-
-
-def _constant_value(tensor: gs.Tensor) -> np.ndarray:
-    if isinstance(tensor, gs.Constant):
-        return tensor.values
-    producer = tensor.inputs[0] if tensor.inputs else None
-    if producer is not None and producer.op == "Identity":  # TorchScript's deduplicated weights
-        return _constant_value(producer.inputs[0])
-    if producer is not None and producer.op == "Constant" and "value" in producer.attrs:
-        return producer.attrs["value"].values
-    raise GraphoptError(f"PruneChannels: {tensor.name} is not a constant")
 
 
 def _set_group(node: gs.Node, edit: Edit, positions) -> None:
@@ -107,7 +97,7 @@ def _set_split(node: gs.Node, edit: Edit, positions) -> None:
 
 
 def _set_shape(node: gs.Node, edit: Edit, positions) -> None:
-    shape = np.array(_constant_value(node.inputs[edit.input]), dtype=np.int64)
+    shape = np.array(constant_value(node.inputs[edit.input], "PruneChannels"), dtype=np.int64)
     shape[edit.axis] = len(positions(edit.layouts[0]))
     node.inputs[edit.input] = gs.Constant(f"{node.outputs[0].name}_shape_pruned", shape)
 

@@ -9,6 +9,24 @@ import onnxruntime as ort
 import torch
 
 
+def planner_for(path, bases: dict | None = None):
+    """(model, shapes, Planner over its blocks and channel groups in L1 order, with `bases`) for an exported model."""
+    from graphopt.blocks import find_blocks
+    from graphopt.channels import find_channel_groups
+    from graphopt.channels.importance import l1_order
+    from graphopt.features import feature_tensors
+    from graphopt.methods import Planner
+    from graphopt.shapes import infer_shapes
+    model = onnx.load(str(path))
+    shapes = infer_shapes(model)
+    channels = find_channel_groups(model, shapes, fixed=feature_tensors(model))
+    return model, shapes, Planner(model, find_blocks(model, shapes), channels, l1_order(model, channels), bases)
+
+
+# accelerate() keyword arguments that keep an end-to-end run on the tiny ResNet to a second or two
+FAST_ACCELERATE = dict(score_iterations=2, recover_iterations=3, lr=1e-3, threads=1, use_cache=False, quiet=True)
+
+
 def run_onnx(model: onnx.ModelProto, x: np.ndarray | torch.Tensor) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     feed = x.numpy() if isinstance(x, torch.Tensor) else x

@@ -6,38 +6,29 @@ import onnx
 import pytest
 import torch
 
-from graphopt.blocks import find_blocks
 from graphopt.calibration.dataset import load_calibration
 from graphopt.calibration.refit import consumer_statistics, refit
 from graphopt.calibration.teacher import Teacher
-from graphopt.channels import find_channel_groups
-from graphopt.channels.importance import l1_order
 from graphopt.errors import GraphoptError
-from graphopt.features import feature_tensors
-from graphopt.methods import Action, Planner
+from graphopt.methods import Action
 from graphopt.methods.blocks import block_actions
 from graphopt.methods.filters import filter_actions
 from graphopt.pipeline import accelerate
 from graphopt import selection
 from graphopt.selection import latency_table, select
-from graphopt.shapes import infer_shapes
 from tests.fake_latency import SimulatedBackend
-from tests.helpers import run_onnx
+from tests.helpers import FAST_ACCELERATE, planner_for, run_onnx
 
-FAST = dict(score_iterations=2, recover_iterations=3, lr=1e-3, threads=1, use_cache=False, quiet=True)
+FAST = FAST_ACCELERATE
 
 
 @pytest.fixture(scope="module")
 def planned(tiny):
     """(model, planner with both methods, block actions, filter actions, image folder) for the tiny ResNet."""
     path, images = tiny
-    model = onnx.load(str(path))
-    shapes = infer_shapes(model)
-    channels = find_channel_groups(model, shapes, fixed=feature_tensors(model))
-    orders = l1_order(model, channels)
-    blocks = find_blocks(model, shapes)
-    planner = Planner(model, blocks, channels, orders)
-    return model, planner, block_actions(blocks), filter_actions(model, shapes, channels, orders), images
+    model, shapes, planner = planner_for(path)
+    filters = filter_actions(model, shapes, planner.channels, planner.orders)
+    return model, planner, block_actions(planner.blocks), filters, images
 
 
 def test_filter_actions_offer_vector_widths_of_every_prunable_group(planned):
@@ -122,7 +113,7 @@ def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
     assert report["methods"] == ["filters"] and report["channel_scores"] and report["recoverability"] == {}
     for score in report["channel_scores"].values():
         assert score["error"] >= 0 and score["error_pruned"] >= 0
-    assert {"channels", "channel scores"} <= set(report["seconds"])
+    assert {"channels", "cut scores"} <= set(report["seconds"])
     written = onnx.load(str(tmp_path / "out.onnx"))
     onnx.checker.check_model(written, full_check=True)
     x = torch.randn(3, 3, 16, 16).numpy()

@@ -35,6 +35,9 @@ VARIANTS = {
     "joint": {"methods": ["blocks", "filters"], "importance": "taylor"},
     "joint-l1": {"methods": ["blocks", "filters"], "importance": "l1"},
     "joint-dagger": {"methods": ["blocks", "filters"], "importance": "dagger"},
+    "basis": {"methods": ["basis"]},
+    "blocks+basis": {"methods": ["blocks", "basis"]},
+    "joint-all": {"methods": ["blocks", "filters", "basis"], "importance": "taylor"},
 }
 
 
@@ -55,9 +58,11 @@ def run(args: argparse.Namespace) -> tuple[list, dict]:
             report = result.report
             fields = {"method": name, "dropped": report["dropped"], "seed": seed, "recovery": "distillation",
                       "calibration": f"{args.calib_size} images", "wall_s": round(time.perf_counter() - start, 1),
-                      "extra": {"pruned": report["pruned"], "own_latency_ratio": report["latency"]["ratio"],
+                      "extra": {"pruned": report["pruned"], "split": report["split"],
+                                "own_latency_ratio": report["latency"]["ratio"],
                                 "held_out_agreement": report["agreement_top1"], "seconds": report["seconds"]}}
             print(f"[{bench.name}] {name} seed {seed}: dropped {report['dropped']}, pruned {report['pruned']}, "
+                  f"split {report['split']}, "
                   f"own ratio {report['latency']['ratio']:.3f}, {fields['wall_s']:.0f} s", flush=True)
             variants.append((fields, result.model))
             if name == "blocks" and report["dropped"]:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Action:
     """`method` "blocks": the residual block `target` is dropped. `method` "filters": the channel group `target`
-    keeps `keep` of its channels (the most important ones)."""
+    keeps `keep` of its channels (the most important ones). `method` "basis": the node making tensor `target` is
+    split through `keep` bases of its output space."""
 
     method: str
     target: str
@@ -17,5 +18,8 @@ class Action:
 
     @property
     def id(self) -> str:
-        """Block ids as the user knows them; a channel cut as `group@channels kept`."""
-        return self.target if self.method == "blocks" else f"{self.target}@{self.keep}"
+        """Block ids as the user knows them; a channel cut as `group@channels kept`; a basis cut as
+        `tensor@r<rank>`."""
+        if self.method == "blocks":
+            return self.target
+        return f"{self.target}@r{self.keep}" if self.method == "basis" else f"{self.target}@{self.keep}"

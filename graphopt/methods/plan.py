@@ -1,10 +1,13 @@
 """Plans: sets of actions applied to the original model by the methods' passes in one fixed order.
 
-Channels are pruned first, while every node the channel analysis names is still in the graph, then blocks are
-dropped (DropBlocks finds blocks by tensor names, which pruning keeps). A plan holds at most one level per channel
-group (the deepest chosen), and never both a block and a channel cut made only inside it.
+Channels are pruned first, while every node the channel analysis names is still in the graph; then nodes are split
+through fewer bases (of their weights as pruned: "double pruning"); then blocks are dropped (DropBlocks finds blocks
+by tensor names, which both keep). A plan holds at most one level per channel group or split node (the deepest
+chosen), and never both a block and a cut made only inside it.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -13,52 +16,77 @@ from graphopt.blocks import Block, node_label
 from graphopt.channels import ChannelAnalysis
 from graphopt.errors import GraphoptError
 from graphopt.methods.action import Action
-from graphopt.passes import DropBlocks, PruneChannels, apply_passes, select_blocks
+from graphopt.passes import Basis, DecomposeConv, DropBlocks, GraphPass, PruneChannels, apply_passes, select_blocks
 from graphopt.runtime.inputs import runtime_inputs
 
 
 class Planner:
-    """Applies sets of actions to `model`. `orders` ranks each channel group's channels, most important first."""
+    """Applies sets of actions to `model`. `orders` ranks each channel group's channels, most important first;
+    `bases` holds, per node the basis method may split, its output basis found on data (None: its weight's SVD)."""
 
     def __init__(self, model: onnx.ModelProto, blocks: list[Block], channels: ChannelAnalysis | None = None,
-                 orders: dict[str, np.ndarray] | None = None):
+                 orders: dict[str, np.ndarray] | None = None, bases: dict[str, np.ndarray | None] | None = None):
         self.model, self.blocks, self.channels, self.orders = model, blocks, channels, orders or {}
+        self.bases = bases or {}
+        self.labels = {n.output[0]: node_label(n, i) for i, n in enumerate(model.graph.node) if n.output}
 
     def normalise(self, actions: list[Action]) -> list[Action]:
         """The plan the actions make, read in order (best first): blocks in graph order, then each channel group
-        once at its deepest level. A block and a channel cut made only inside it exclude each other, and the one
-        that comes first wins: a ranking that put the cheaper channel cut first keeps it rather than let a later
+        and each split node once at its deepest level. A block and a cut made only inside it exclude each other,
+        and the one that comes first wins: a ranking that put the cheaper cut first keeps it rather than let a later
         block drop make it void."""
         dropped: set[str] = set()
         inside: set[str] = set()
-        deepest: dict[str, Action] = {}
+        deepest: dict[tuple[str, str], Action] = {}
         for action in actions:
             if action.method == "blocks":
                 block = next(b for b in self.blocks if b.id == action.target)
-                if not any(self._made_inside(group, set(block.nodes)) for group in deepest):
+                if not any(self._made_by(cut) <= set(block.nodes) for cut in deepest.values()):
                     dropped.add(block.id)
                     inside.update(block.nodes)
-            elif not self._made_inside(action.target, inside):
-                if action.target not in deepest or action.keep < deepest[action.target].keep:
-                    deepest[action.target] = action
+            elif not (inside and self._made_by(action) <= inside):
+                key = (action.method, action.target)
+                if key not in deepest or action.keep < deepest[key].keep:
+                    deepest[key] = action
         blocks = [Action("blocks", b.id, macs_share=b.macs_share) for b in self.blocks if b.id in dropped]
-        return blocks + sorted(deepest.values(), key=lambda a: a.target)
+        return blocks + sorted(deepest.values(), key=lambda a: (a.method != "filters", a.target))
 
-    def apply(self, actions: list[Action]) -> onnx.ModelProto:
-        """A new model with the plan of `actions` applied (the original is not modified)."""
+    def apply(self, actions: list[Action],
+              refit: Callable[[onnx.ModelProto, dict[str, np.ndarray]], onnx.ModelProto] | None = None
+              ) -> onnx.ModelProto:
+        """A new model with the plan of `actions` applied (the original is not modified). `refit`, when given,
+        re-solves the pruned model's consumers (from the channels each group keeps) before anything is split or
+        dropped, while the consumers are still the nodes it was measured on."""
         plan = self.normalise(actions)
         if not plan:
             raise GraphoptError("no cut given")
         keep = self.keep(plan)
-        passes = [PruneChannels(self.channels, keep)] if keep else []
+        model = apply_passes(self.model, [PruneChannels(self.channels, keep)])[0] if keep else self.model
+        if keep and refit is not None:
+            model = refit(model, keep)
+        passes: list[GraphPass] = []
+        bases = {a.target: self._basis(a, keep) for a in plan if a.method == "basis"}
+        if bases:
+            passes.append(DecomposeConv(bases))
         dropped = [a.target for a in plan if a.method == "blocks"]
         if dropped:
             passes.append(DropBlocks(select_blocks(self.blocks, dropped)))
-        return apply_passes(self.model, passes)[0]
+        return apply_passes(model, passes)[0] if passes else model
 
     def keep(self, actions: list[Action]) -> dict[str, np.ndarray]:
         """The channels each pruned group keeps under the plan of `actions`."""
         return {a.target: self.orders[a.target][:a.keep] for a in self.normalise(actions) if a.method == "filters"}
+
+    def _basis(self, action: Action, keep: dict[str, np.ndarray]) -> Basis:
+        """The data's output basis for the node, unless pruning in the same plan changed its outputs: then the SVD
+        of its pruned weight."""
+        outputs = self.bases.get(action.target)
+        pruned = keep and any(e.node == action.target and e.kind == "out" for e in self.channels.edits
+                              if self.channels.table.find(e.layouts[0][0].group) in self._roots(keep))
+        return Basis(action.keep, outputs=None if pruned else outputs)
+
+    def _roots(self, keep: dict[str, np.ndarray]) -> set[int]:
+        return {self.channels.group(g).root for g in keep}
 
     def cuts(self, actions: list[Action]) -> list[str]:
         """Tensors where recovery's student may start, latest first: where the earliest cut begins (a dropped
@@ -75,8 +103,11 @@ class Planner:
         if action.method == "blocks":
             block = next(b for b in self.blocks if b.id == action.target)
             return min(index[label] for label in [*block.nodes, block.join]), block.skip
-        first = min(index[label] for label in self.channels.group(action.target).producers)
+        first = min(index[label] for label in self._made_by(action))
         return first, self.model.graph.node[first].input[0]
 
-    def _made_inside(self, group_id: str, inside: set[str]) -> bool:
-        return bool(inside) and set(self.channels.group(group_id).producers) <= inside
+    def _made_by(self, action: Action) -> set[str]:
+        """Labels of the nodes a channel or basis cut changes first (a channel group's producers; the split node)."""
+        if action.method == "basis":
+            return {self.labels[action.target]}
+        return set(self.channels.group(action.target).producers)
