@@ -7,11 +7,17 @@ network actually sees instead of to the weight alone (the SVD basis is that choi
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import torch
 
 from graphopt.calibration.refit import patch_statistics
+from graphopt.calibration.taylor import taylor_order
+from graphopt.channels import find_channel_groups
+from graphopt.passes import FULL_RANK, Basis, decompose_conv
+from graphopt.shapes import infer_shapes
 
 
 def output_bases(original: onnx.ModelProto, names: list[str], images: torch.Tensor, threads: int | None = None,
@@ -25,3 +31,30 @@ def output_bases(original: onnx.ModelProto, names: list[str], images: torch.Tens
         values, vectors = np.linalg.eigh((energy + energy.T) / 2)
         bases[name] = vectors[:, np.argsort(values)[::-1]]
     return bases
+
+
+def basis_order(original: onnx.ModelProto, bases: dict[str, Basis], logits: str,
+                images: torch.Tensor) -> dict[str, np.ndarray]:
+    """{node output: its bases (columns of its output basis) most important first} by first-order Taylor on
+    per-basis scaling factors: every node in `bases` is split at full rank (the same function), each basis scaled by
+    a factor of one, and a basis matters as much as the squared gradient of the pseudo-label loss says its factor
+    does (Basis Scaling's importance at unit scales, arXiv 2108.02893)."""
+    full = decompose_conv(original, {name: replace(basis, rank=FULL_RANK) for name, basis in bases.items()})
+    analysis = find_channel_groups(full, infer_shapes(full))
+    labels = {node.output[0]: node.name for node in original.graph.node if node.output}
+    heads = {f"{labels[name] or name}_bases": name for name in bases}
+    orders = taylor_order(full, analysis, logits, images)
+    return {heads[group.producers[0]]: orders[group.id] for group in analysis.prunable
+            if len(group.producers) == 1 and group.producers[0] in heads}
+
+
+def fitted_bases(original: onnx.ModelProto, names: list[str], images: torch.Tensor, logits: str | None = None,
+                 threads: int | None = None, seed: int = 0) -> dict[str, Basis]:
+    """How the basis method splits each named node (the rank is left to each action): the output basis fitted on
+    `images` where the node allows it, and with `logits` (class scores), bases given up in Taylor order."""
+    outputs = output_bases(original, names, images, threads, seed)
+    bases = {name: Basis(FULL_RANK, outputs=outputs.get(name)) for name in names}
+    if logits is None:
+        return bases
+    orders = basis_order(original, bases, logits, images)
+    return {name: replace(basis, order=orders.get(name)) for name, basis in bases.items()}

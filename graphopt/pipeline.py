@@ -258,8 +258,9 @@ def _prepare(model, example_input, calib, settings: AccelerateSettings, backend:
         with stages("bases"):
             found = basis_actions(original, shapes)
             if found:
-                from graphopt.calibration.basis import output_bases
-                bases = output_bases(original, sorted({a.target for a in found}), train.tensors(),
+                from graphopt.calibration.basis import fitted_bases
+                logits = _class_scores(original, features) if settings.importance == "taylor" else None
+                bases = fitted_bases(original, sorted({a.target for a in found}), train.tensors(), logits,
                                      settings.threads, settings.seed)
             actions += found
     if not actions and not quantize:

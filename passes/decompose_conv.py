@@ -24,6 +24,7 @@ from graphopt.passes.base import GraphPass, PassResult, apply_passes
 from graphopt.passes.constants import constant_value
 
 DECOMPOSABLE = ("Conv", "Gemm", "MatMul")
+FULL_RANK = 1 << 30  # a rank above any weight's: every basis is kept
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 double pruning (a split node whose channels are also pruned), and accelerate with --methods basis."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import onnx
 import pytest
 import torch
 
-from graphopt.calibration.basis import output_bases
+from graphopt.calibration.basis import fitted_bases
 from graphopt.calibration.dataset import load_calibration
 from graphopt.calibration.teacher import Teacher
 from graphopt.methods import Action
@@ -26,7 +28,7 @@ def setting(tiny):
     model, shapes, _ = planner_for(path)
     actions = basis_actions(model, shapes)
     x = load_calibration(images, model).tensors()
-    _, _, planner = planner_for(path, output_bases(model, sorted({a.target for a in actions}), x, threads=1))
+    _, _, planner = planner_for(path, fitted_bases(model, sorted({a.target for a in actions}), x, threads=1))
     return model, shapes, planner, actions, x
 
 
@@ -54,7 +56,7 @@ def test_output_bases_fit_the_data_better_than_the_weight_svd(setting):
         got = Teacher(decompose_conv(model, {action.target: basis}), [action.target])(x)[action.target]
         return float(((got - want) ** 2).sum() / (want ** 2).sum())
 
-    svd, data = error(Basis(action.keep)), error(Basis(action.keep, outputs=planner.bases[action.target]))
+    svd, data = error(Basis(action.keep)), error(replace(planner.bases[action.target], rank=action.keep))
     assert data < svd
 
 
@@ -93,3 +95,12 @@ def test_accelerate_with_basis_cuts_writes_a_verified_model(tiny, tmp_path):
     onnx.checker.check_model(written, full_check=True)
     assert len(written.graph.node) > len(onnx.load(str(path)).graph.node)  # a head and a tail per split node
     assert run_onnx(written, torch.randn(3, 3, 16, 16).numpy()).shape == (3, 10)
+
+
+def test_taylor_orders_every_basis_of_every_offered_node(setting):
+    model, shapes, planner, actions, x = setting
+    nodes = {n.output: n for n in decomposable_nodes(model, shapes)}
+    ordered = fitted_bases(model, sorted(planner.bases), x, model.graph.output[0].name, threads=1)
+    for name, basis in ordered.items():
+        assert sorted(basis.order.tolist()) == list(range(nodes[name].full_rank))
+    assert any(b.order.tolist() != sorted(b.order.tolist()) for b in ordered.values())  # not the energy order

@@ -38,7 +38,7 @@ from tools.bench_common import run_cli
 COMMAND = "python -m tools.bench_importance"
 
 
-def _bench(name: str) -> tuple[Path, Path, dict]:
+def bench_inputs(name: str) -> tuple[Path, Path, dict]:
     """(model, calibration folder, preprocessing) of a benchmark model."""
     if name == "lite0":
         from tools.effnet_lite import INPUT_SPEC, lite0_path, write_calibration
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    model, calib, preprocess = _bench(args.bench)
+    model, calib, preprocess = bench_inputs(args.bench)
     result = compare(model, calib, preprocess, args.fraction, args.threads)
     args.out.write_text(markdown(result, args))
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))

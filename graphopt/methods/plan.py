@@ -8,6 +8,7 @@ chosen), and never both a block and a cut made only inside it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -22,10 +23,11 @@ from graphopt.runtime.inputs import runtime_inputs
 
 class Planner:
     """Applies sets of actions to `model`. `orders` ranks each channel group's channels, most important first;
-    `bases` holds, per node the basis method may split, its output basis found on data (None: its weight's SVD)."""
+    `bases` holds, per node the basis method may split, how: its output basis found on data and the order its
+    bases are given up in (the rank is the action's); a node not in it is split on its weight's SVD."""
 
     def __init__(self, model: onnx.ModelProto, blocks: list[Block], channels: ChannelAnalysis | None = None,
-                 orders: dict[str, np.ndarray] | None = None, bases: dict[str, np.ndarray | None] | None = None):
+                 orders: dict[str, np.ndarray] | None = None, bases: dict[str, Basis] | None = None):
         self.model, self.blocks, self.channels, self.orders = model, blocks, channels, orders or {}
         self.bases = bases or {}
         self.labels = {n.output[0]: node_label(n, i) for i, n in enumerate(model.graph.node) if n.output}
@@ -78,12 +80,12 @@ class Planner:
         return {a.target: self.orders[a.target][:a.keep] for a in self.normalise(actions) if a.method == "filters"}
 
     def _basis(self, action: Action, keep: dict[str, np.ndarray]) -> Basis:
-        """The data's output basis for the node, unless pruning in the same plan changed its outputs: then the SVD
-        of its pruned weight."""
-        outputs = self.bases.get(action.target)
+        """The node's basis at the action's rank, unless pruning in the same plan changed its outputs: then the
+        SVD of its pruned weight."""
+        template = self.bases.get(action.target)
         pruned = keep and any(e.node == action.target and e.kind == "out" for e in self.channels.edits
                               if self.channels.table.find(e.layouts[0][0].group) in self._roots(keep))
-        return Basis(action.keep, outputs=None if pruned else outputs)
+        return Basis(action.keep) if template is None or pruned else replace(template, rank=action.keep)
 
     def _roots(self, keep: dict[str, np.ndarray]) -> set[int]:
         return {self.channels.group(g).root for g in keep}
