@@ -1,9 +1,10 @@
-"""How much each channel or basis cut costs the features: the counterpart of block recoverability for the filters
+"""How much channel and basis cuts cost the features: the counterpart of block recoverability for the filters
 and basis methods (the same held-out relative feature error, so all cuts rank together). Channel cuts are scored
 after the closed-form refit of their consumers, which is how they will be recovered."""
 from __future__ import annotations
 
-import onnx
+from collections.abc import Callable
+
 import torch
 from tqdm.auto import tqdm
 
@@ -14,27 +15,35 @@ from graphopt.methods.action import Action
 from graphopt.methods.plan import Planner
 
 
-def score_cuts(planner: Planner, actions: list[Action], consumers: dict[str, Consumer], features: list[str],
-               held: torch.Tensor, threads: int | None = None, quiet: bool = False) -> dict[str, dict]:
+class PlanError:
+    """Held-out relative feature error of plans of channel and basis cuts, consumers refit."""
+
+    def __init__(self, planner: Planner, consumers: dict[str, Consumer], features: list[str], held: torch.Tensor,
+                 threads: int | None = None):
+        self.planner, self.consumers, self.features, self.held, self.threads = (planner, consumers, features, held,
+                                                                                threads)
+        reference = Teacher(planner.model, features, threads)(held)
+        self.target = [reference[f] for f in features]
+
+    def __call__(self, actions: list[Action], refit_consumers: bool = True) -> float:
+        if not actions:
+            return 0.0
+        model = self.planner.apply(actions, refit=refitter(self.planner, self.consumers) if refit_consumers else None)
+        values = Teacher(model, self.features, self.threads)(self.held)
+        return float(feature_error([values[f] for f in self.features], self.target))
+
+
+def score_cuts(error: PlanError, actions: list[Action], quiet: bool = False) -> dict[str, dict]:
     """{action id: {"error_pruned", "error"}}: held-out feature error of the cut alone, and after the refit of
     its consumers (the same for basis cuts, which need none)."""
-    reference = Teacher(planner.model, features, threads)(held)
-    target = [reference[f] for f in features]
     scores = {}
     for action in tqdm(actions, desc="cuts", disable=quiet):
-        alone = _error(planner.apply([action]), features, held, target, threads)
-        refitted = alone if action.method != "filters" else _error(
-            planner.apply([action], refit=refitter(planner, consumers)), features, held, target, threads)
-        scores[action.id] = {"error_pruned": alone, "error": refitted}
+        alone = error([action], refit_consumers=False)
+        scores[action.id] = {"error_pruned": alone,
+                             "error": error([action]) if action.method == "filters" else alone}
     return scores
 
 
-def refitter(planner: Planner, consumers: dict[str, Consumer]):
+def refitter(planner: Planner, consumers: dict[str, Consumer]) -> Callable:
     """The refit `Planner.apply` runs on a pruned model: its consumers re-solved from the channels kept."""
     return lambda pruned, keep: refit(pruned, planner.channels, keep, consumers)
-
-
-def _error(model: onnx.ModelProto, features: list[str], held: torch.Tensor, target: list[torch.Tensor],
-           threads: int | None) -> float:
-    values = Teacher(model, features, threads)(held)
-    return float(feature_error([values[f] for f in features], target))

@@ -31,9 +31,10 @@ from graphopt.passes import DropBlocks, select_blocks
 from graphopt.precision import Int8Timing, quantizes_graph
 from graphopt.runtime import Comparison, LatencyBackend, TimingSettings, get_backend
 from graphopt.runtime.inputs import checked_input_shapes, runtime_inputs
-from graphopt.selection import Attempt, Selection, check_reachable, latency_table, select
+from graphopt.ranking import rerank_by_plan
+from graphopt.selection import Attempt, Selection, check_reachable, latency_table, predicted_ratio, select
 from graphopt.settings import (ADAPTOR_LR, DAGGER_SHARE, FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES,
-                               SCORING_SHARE, AccelerateSettings)
+                               RERANK_SLACK, SCORING_SHARE, AccelerateSettings)
 from graphopt.shapes import infer_shapes
 from graphopt.target import TargetCheck, confirm_target
 from graphopt.verify import agreement, check_recovered, check_valid
@@ -214,7 +215,7 @@ def _cut_and_recover(run: _Run, table, target: float | None) -> tuple[tuple, _Ou
     """Rank the cuts, select on measured latency, recover, and check the result against the target."""
     if target is not None:
         check_reachable(run.backend, run.planner, run.actions, target)
-    ranked, scores, cached, count = _rank(run, table)
+    ranked, scores, cached, count = _rank(run, table, target)
     with run.stages("selection"):
         selection = select(run.backend, run.planner, ranked, table, target=target, count=count)
         _say(run.quiet, f"cutting {', '.join(a.id for a in selection.actions)}: measured ratio {selection.ratio:.3f}")
@@ -259,9 +260,9 @@ def _prepare(model, example_input, calib, settings: AccelerateSettings, backend:
             found = basis_actions(original, shapes)
             if found:
                 from graphopt.calibration.basis import fitted_bases
-                logits = _class_scores(original, features) if settings.importance == "taylor" else None
-                bases = fitted_bases(original, sorted({a.target for a in found}), train.tensors(), logits,
-                                     settings.threads, settings.seed)
+                # kept by output energy: on Lite0 that beat Taylor order (docs/basis_lite0.md)
+                bases = fitted_bases(original, sorted({a.target for a in found}), train.tensors(),
+                                     threads=settings.threads, seed=settings.seed)
             actions += found
     if not actions and not quantize:
         raise GraphoptError(f"nothing to accelerate: the model has no "
@@ -324,22 +325,24 @@ def _count(actions: list[Action]) -> str:
     return f"{counts['blocks']} droppable blocks, {counts['filters']} channel cuts and {counts['basis']} basis cuts"
 
 
-def _rank(run: _Run, table) -> tuple[list[Action], dict, bool, int | None]:
+def _rank(run: _Run, table, target: float | None) -> tuple[list[Action], dict, bool, int | None]:
     """(cuts best to lose first, their scores, whether block scores came from the cache, how many to cut).
 
     Every cut is scored by the held-out feature error the network keeps without it (blocks: after training
-    adaptors, PRACTISE; channel cuts: after the least-squares refit of their consumers), divided by the
-    milliseconds it saves."""
+    adaptors, PRACTISE; channel and basis cuts: after the least-squares refit of their consumers), divided by the
+    milliseconds it saves. With a target, channel and basis cuts are then re-ranked by what they cost together
+    (graphopt/ranking.py)."""
     settings = run.settings
     if run.given:
         return run.given, {}, False, len(run.given)
-    errors, scores, cached = {}, {}, False
+    errors, scores, cached, plan_error = {}, {}, False, None
     cuts = [a for a in run.actions if a.method != "blocks"]
     if cuts:
-        from graphopt.calibration.cut_scores import score_cuts
+        from graphopt.calibration.cut_scores import PlanError, score_cuts
         with run.stages("cut scores"):
-            scores["cuts"] = score_cuts(run.planner, cuts, run.consumers() if run.channels else {}, run.features,
-                                        run.held.tensors(), settings.threads, run.quiet)
+            plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
+                                   run.held.tensors(), settings.threads)
+            scores["cuts"] = score_cuts(plan_error, cuts, run.quiet)
         errors.update((key, score["error"]) for key, score in scores["cuts"].items())
     blocks = run.droppable if any(a.method == "blocks" for a in run.actions) else []
     if blocks:
@@ -349,6 +352,14 @@ def _rank(run: _Run, table) -> tuple[list[Action], dict, bool, int | None]:
                                                        settings, run.quiet, seconds)
         errors.update((key, score["error"]) for key, score in scores["blocks"].items())
     ranked = sorted(run.actions, key=lambda a: errors[a.id] / max(table.savings_ms[a.id], 1e-3))
+    if plan_error is not None and target is not None:
+        def enough(accepted: list[Action]) -> bool:
+            return predicted_ratio(run.planner.normalise(accepted), table) <= target - RERANK_SLACK
+
+        with run.stages("plan scores"):
+            scores["single_cut_ranking"] = [a.id for a in ranked]
+            ranked = rerank_by_plan(ranked, errors, table.savings_ms, plan_error, enough,
+                                    joins=lambda action: action.method != "blocks")
     return ranked, scores, cached, settings.drop
 
 
@@ -450,6 +461,7 @@ def _report(run: _Run, calib, table, ranking: tuple, outcome: _Outcome, target: 
         "channel_scores": _scores_of(scores, run.actions, "filters"),
         "basis_scores": _scores_of(scores, run.actions, "basis"),
         "ranking": [a.id for a in ranked],
+        "single_cut_ranking": scores.get("single_cut_ranking"),
         "selection": outcome.selection.to_dict(),
         "dropped": outcome.selection.dropped,
         "pruned": outcome.selection.pruned,

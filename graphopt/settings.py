@@ -10,6 +10,7 @@ LR_CANDIDATES = (5e-4, 1e-4)
 ADAPTOR_LR = 1e-3
 SCORING_SHARE = 0.3  # of the time left when scoring starts; recovery gets the rest, less FINAL_RESERVE
 FINAL_RESERVE = 0.15  # of the whole budget, kept for quantizing, verifying and timing the final model
+RERANK_SLACK = 0.05  # cuts are re-ranked by plan error until predicted this far below the target
 DAGGER_SHARE = 0.1  # of the whole budget, for training Dagger's channel gates when --importance dagger
 INT8_RECOVERY_SHARE = 0.4  # of the recovery time, for few-shot INT8 recovery after block recovery
 

@@ -21,7 +21,7 @@ import torch
 
 from graphopt.calibration.dagger import dagger_order
 from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.cut_scores import score_cuts
+from graphopt.calibration.cut_scores import PlanError, score_cuts
 from graphopt.calibration.refit import consumer_statistics
 from graphopt.calibration.taylor import taylor_order
 from graphopt.channels import find_channel_groups
@@ -73,8 +73,8 @@ def compare(model_path: Path, calib: Path, preprocess: dict, fraction: float, th
     for name, order in orders.items():
         planner = Planner(model, [], analysis, order)
         actions = filter_actions(model, shapes, analysis, order, fractions=(fraction,))
-        errors[name] = {a.target: s["error"] for a, s in zip(actions, score_cuts(
-            planner, actions, consumers, features, held.tensors(), threads, quiet=True).values())}
+        error = PlanError(planner, consumers, features, held.tensors(), threads)
+        errors[name] = {a.target: s["error"] for a, s in zip(actions, score_cuts(error, actions, quiet=True).values())}
     groups = sorted(errors["l1"])
     wins = {name: sum(min(errors, key=lambda n: errors[n][g]) == name for g in groups) for name in errors}
     return {"groups": groups, "errors": errors, "seconds": timed, "wins": wins,

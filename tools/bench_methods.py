@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from graphopt.blocks import find_blocks
+from graphopt.errors import TargetUnreachable
 from graphopt.model_io import load_model
 from graphopt.pipeline import accelerate
 from tools.baselines import get_bench, measure_rows
@@ -46,15 +47,20 @@ def run(args: argparse.Namespace) -> tuple[list, dict]:
     original = load_model(bench.model_path())
     preprocess = {"norm": bench.preprocessing["preset"], "resize": bench.preprocessing["resize"]}
     droppable = [b.id for b in find_blocks(original) if b.droppable]
-    variants = []
+    variants, unreachable = [], []
     for seed in args.seeds:
         folder = bench.calib_folder(args.calib_size, seed)
         variants.append(_ort_int8_variant(bench, original, folder, args.calib_size, seed))
         for name in args.variants:
             start = time.perf_counter()
-            result = accelerate(original, folder, target_latency=args.target, threads=args.threads,
-                                preprocess=preprocess, quiet=True, time_budget=args.time_budget, seed=seed,
-                                **VARIANTS[name])
+            try:
+                result = accelerate(original, folder, target_latency=args.target, threads=args.threads,
+                                    preprocess=preprocess, quiet=True, time_budget=args.time_budget, seed=seed,
+                                    **VARIANTS[name])
+            except TargetUnreachable as exc:  # a method that cannot get there is a result too
+                unreachable.append({"method": name, "seed": seed, "why": str(exc)})
+                print(f"[{bench.name}] {name} seed {seed}: {exc}", flush=True)
+                continue
             report = result.report
             fields = {"method": name, "dropped": report["dropped"], "seed": seed, "recovery": "distillation",
                       "calibration": f"{args.calib_size} images", "wall_s": round(time.perf_counter() - start, 1),
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> tuple[list, dict]:
                                   "recovery": "distillation", "calibration": f"{args.calib_size} images"},
                                  twin.model))
     rows = measure_rows(bench, original, variants, args.threads)
-    return rows, {"bench": bench.name, "title": bench.title, "metric": bench.metric}
+    return rows, {"bench": bench.name, "title": bench.title, "metric": bench.metric, "unreachable": unreachable}
 
 
 def summarise(rows: list) -> list[dict]:
@@ -110,12 +116,14 @@ def markdown(rows: list, summary: list[dict], info: dict, args: argparse.Namespa
         lines.append(f"| {s['method']} | {s['runs']} | {s['quality_mean']:.4f} ({s['quality_min']:.4f}–"
                      f"{s['quality_max']:.4f}) | {s['ratio_mean']:.3f} ({s['ratio_min']:.3f}–{s['ratio_max']:.3f})"
                      f" | {wall} |")
+    lines += [f"- {u['method']} (seed {u['seed']}) gave no model: {u['why']}" for u in info["unreachable"]]
     lines += ["", "Every run:", "", f"| method | seed | {info['metric']} | latency ratio | blocks dropped | "
-              "channels kept |", "|---|---|---|---|---|---|"]
+              "channels kept | bases kept |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         pruned = ", ".join(f"{g}: {k}" for g, k in r.extra.get("pruned", {}).items())
+        split = ", ".join(f"{n}: {k}" for n, k in r.extra.get("split", {}).items())
         lines.append(f"| {r.method} | {'' if r.seed is None else r.seed} | {r.quality['top1']:.4f} | "
-                     f"{r.latency_ratio:.3f} | {', '.join(r.dropped)} | {pruned} |")
+                     f"{r.latency_ratio:.3f} | {', '.join(r.dropped)} | {pruned} | {split} |")
     return "\n".join(lines) + "\n"
 
 
@@ -135,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     args.out.write_text(markdown(rows, summary, info, args))
     args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": [r.to_dict() for r in rows],
+                                                         "unreachable": info["unreachable"],
                                                          "machine": machine(args.threads)}, indent=1))
     print(markdown(rows, summary, info, args))
     return 0
