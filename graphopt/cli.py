@@ -218,6 +218,7 @@ def _print_summary(report: dict, output: Path) -> None:
     rows = [["blocks dropped", ", ".join(report["dropped"]) or "none"],
             ["channels kept (group: channels)", ", ".join(f"{g}: {k}" for g, k in report["pruned"].items()) or
              "all"],
+            ["bases kept (node: bases)", ", ".join(f"{n}: {k}" for n, k in report["split"].items()) or "all"],
             ["latency before (ms)", f"{latency['base']['median_ms']:.3f}"],
             ["latency after (ms)", f"{latency['other']['median_ms']:.3f}"],
             ["latency ratio (measured side by side)",

@@ -36,3 +36,12 @@ def _pools_hw(node: onnx.NodeProto, constants: dict) -> bool:
     if axes is None and len(node.input) > 1 and node.input[1] in constants:
         axes = constants[node.input[1]].ravel().tolist()
     return axes is not None and sorted(a % 4 for a in axes) == [2, 3]
+
+
+def class_scores(model: onnx.ModelProto, features: list[str]) -> str | None:
+    """The first graph output when it is a (batch, classes) score vector other than the features themselves."""
+    output = model.graph.output[0]
+    dims = output.type.tensor_type.shape.dim
+    if output.name in features or len(dims) != 2 or not dims[1].dim_value > 1:
+        return None
+    return output.name

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphopt.errors import GraphoptError
 from graphopt.runtime.base import TimingSettings
 
 
@@ -12,6 +13,7 @@ SCORING_SHARE = 0.3  # of the time left when scoring starts; recovery gets the r
 FINAL_RESERVE = 0.15  # of the whole budget, kept for quantizing, verifying and timing the final model
 RERANK_SLACK = 0.05  # cuts are re-ranked by plan error until predicted this far below the target
 DAGGER_SHARE = 0.1  # of the whole budget, for training Dagger's channel gates when --importance dagger
+IMPORTANCE = ("l1", "taylor", "dagger")  # channel importance criteria
 INT8_RECOVERY_SHARE = 0.4  # of the recovery time, for few-shot INT8 recovery after block recovery
 
 
@@ -55,3 +57,28 @@ class AccelerateSettings:
 
     def targets(self) -> int:
         return sum(v is not None for v in (self.target_latency, self.target_ms, self.drop, self.blocks))
+
+
+def check_settings(settings: AccelerateSettings) -> None:
+    if settings.targets() != 1:
+        raise GraphoptError("give exactly one of --target-latency, --target-ms, --drop or --blocks")
+    if settings.target_latency is not None and not 0 < settings.target_latency < 1:
+        raise GraphoptError(f"--target-latency is a ratio to the original's latency, between 0 and 1 "
+                            f"(got {settings.target_latency})")
+    if settings.target_ms is not None and settings.target_ms <= 0:
+        raise GraphoptError(f"--target-ms must be positive (got {settings.target_ms})")
+    if settings.drop is not None and settings.drop < 1:
+        raise GraphoptError(f"--drop must be at least 1 (got {settings.drop})")
+    for name in ("batch", "repeats", "score_iterations", "recover_iterations", "batch_size"):
+        if getattr(settings, name) < 1:
+            raise GraphoptError(f"--{name.replace('_', '-')} must be at least 1")
+    if settings.threads is not None and settings.threads < 0:
+        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {settings.threads})")
+    if not 0 < settings.noise_threshold < 1:
+        raise GraphoptError(f"--noise-threshold is a relative noise, between 0 and 1 (got {settings.noise_threshold})")
+    if settings.importance not in IMPORTANCE:
+        raise GraphoptError(f"--importance must be one of {', '.join(IMPORTANCE)} (got {settings.importance})")
+    if not settings.time_budget > 0:
+        raise GraphoptError(f"--time-budget is in minutes and must be positive (got {settings.time_budget})")
+    if settings.max_timing_seconds < settings.min_seconds:
+        raise GraphoptError("--max-timing-seconds must be at least --min-seconds")

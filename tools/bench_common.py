@@ -1,6 +1,9 @@
-"""Pieces every benchmark shares: the cache folder, batched onnxruntime inference, and one-line failures."""
+"""Pieces every benchmark shares: the cache folder, batched onnxruntime inference, the benchmark models with their
+calibration images, the common arguments and outputs, and one-line failures."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
 import warnings
@@ -63,6 +66,34 @@ def export_torchscript(model, example, path: Path) -> onnx.ModelProto:
     exported = onnx.load(str(path))
     path.unlink()
     return exported
+
+
+def bench_inputs(name: str) -> tuple[Path, Path, dict]:
+    """(model, calibration folder, preprocessing) of a benchmark model: Lite0 with 64 crops, or the Fashion-MNIST
+    ResNet-20 with 100 training images (seed 0)."""
+    if name == "lite0":
+        from tools.effnet_lite import INPUT_SPEC, lite0_path, write_calibration
+        return lite0_path(), write_calibration(64, 0), {"norm": INPUT_SPEC["preset"], "resize": INPUT_SPEC["resize"]}
+    from tools.fmnist import INPUT_SPEC, sample_calibration, teacher_dir, train_teacher
+    train_teacher()
+    return teacher_dir() / "teacher.onnx", sample_calibration(100, 0), {"norm": INPUT_SPEC["preset"],
+                                                                         "resize": INPUT_SPEC["resize"]}
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every study of one benchmark model takes: --bench, --threads, --out."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--bench", choices=["lite0", "fmnist"], default="lite0")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def write_study(out: Path, text: str, result: dict) -> None:
+    """The study as markdown at `out`, its figures as JSON beside it, and the markdown on stdout."""
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    print(text)
 
 
 def run_cli(main: Callable[[list[str] | None], int]) -> None:

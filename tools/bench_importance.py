@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import time
 from pathlib import Path
 
@@ -33,20 +32,9 @@ from graphopt.methods.filters import filter_actions
 from graphopt.model_io import load_model
 from graphopt.settings import DAGGER_SHARE, AccelerateSettings
 from graphopt.shapes import infer_shapes
-from tools.bench_common import run_cli
+from tools.bench_common import bench_inputs, bench_parser, run_cli, write_study
 
 COMMAND = "python -m tools.bench_importance"
-
-
-def bench_inputs(name: str) -> tuple[Path, Path, dict]:
-    """(model, calibration folder, preprocessing) of a benchmark model."""
-    if name == "lite0":
-        from tools.effnet_lite import INPUT_SPEC, lite0_path, write_calibration
-        return lite0_path(), write_calibration(64, 0), {"norm": INPUT_SPEC["preset"], "resize": INPUT_SPEC["resize"]}
-    from tools.fmnist import INPUT_SPEC, sample_calibration, teacher_dir, train_teacher
-    train_teacher()
-    return teacher_dir() / "teacher.onnx", sample_calibration(100, 0), {"norm": INPUT_SPEC["preset"],
-                                                                         "resize": INPUT_SPEC["resize"]}
 
 
 def compare(model_path: Path, calib: Path, preprocess: dict, fraction: float, threads: int) -> dict:
@@ -102,17 +90,11 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", choices=["lite0", "fmnist"], default="lite0")
+    parser = bench_parser(__doc__)
     parser.add_argument("--fraction", type=float, default=0.5, help="share of each group's channels kept")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    model, calib, preprocess = bench_inputs(args.bench)
-    result = compare(model, calib, preprocess, args.fraction, args.threads)
-    args.out.write_text(markdown(result, args))
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    print(markdown(result, args))
+    result = compare(*bench_inputs(args.bench), args.fraction, args.threads)
+    write_study(args.out, markdown(result, args), result)
     return 0
 
 

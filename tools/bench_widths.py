@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,7 @@ from graphopt.model_io import load_model
 from graphopt.runtime import TimingSettings, get_backend
 from graphopt.selection import latency_table
 from graphopt.shapes import infer_shapes
-from tools.bench_common import run_cli
-from tools.bench_importance import bench_inputs
+from tools.bench_common import bench_inputs, bench_parser, run_cli, write_study
 
 COMMAND = "python -m tools.bench_widths"
 
@@ -81,17 +79,12 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", choices=["lite0", "fmnist"], default="lite0")
+    parser = bench_parser(__doc__)
     parser.add_argument("--groups", type=int, default=4, help="how many of the heaviest groups to sweep")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     result = measure(bench_inputs(args.bench)[0], args.groups, args.threads)
     result["steps"] = step_at_multiples(result["rows"])
-    args.out.write_text(markdown(result, args))
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    print(markdown(result, args))
+    write_study(args.out, markdown(result, args), result)
     return 0
 
 

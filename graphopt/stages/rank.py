@@ -1,0 +1,76 @@
+"""The rank stage: every cut scored by what the network loses without it, per millisecond it saves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from graphopt import __version__
+from graphopt.blocks import Block
+from graphopt.cache import ScoreCache, cache_key, default_dir
+from graphopt.methods import Action
+from graphopt.ranking import rerank_by_plan
+from graphopt.selection import predicted_ratio
+from graphopt.settings import ADAPTOR_LR, FINAL_RESERVE, RERANK_SLACK, SCORING_SHARE, AccelerateSettings
+from graphopt.stages.state import Run, say
+
+
+def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, bool, int | None]:
+    """(cuts best to lose first, their scores, whether block scores came from the cache, how many to cut).
+
+    Every cut is scored by the held-out feature error the network keeps without it (blocks: after training
+    adaptors, PRACTISE; channel and basis cuts: after the least-squares refit of their consumers), divided by the
+    milliseconds it saves. With a target, channel and basis cuts are then re-ranked by what they cost together
+    (graphopt/ranking.py)."""
+    settings = run.settings
+    if run.given:
+        return run.given, {}, False, len(run.given)
+    errors, scores, cached, plan_error = {}, {}, False, None
+    cuts = [a for a in run.actions if a.method != "blocks"]
+    if cuts:
+        from graphopt.calibration.cut_scores import PlanError, score_cuts
+        with run.stages("cut scores"):
+            plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
+                                   run.held.tensors(), settings.threads)
+            scores["cuts"] = score_cuts(plan_error, cuts, run.quiet)
+        errors.update((key, score["error"]) for key, score in scores["cuts"].items())
+    blocks = run.droppable if any(a.method == "blocks" for a in run.actions) else []
+    if blocks:
+        with run.stages("recoverability"):
+            seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(blocks)
+            scores["blocks"], cached = _recoverability(run.original, blocks, run.features, run.train, run.held,
+                                                       settings, run.quiet, seconds)
+        errors.update((key, score["error"]) for key, score in scores["blocks"].items())
+    ranked = sorted(run.actions, key=lambda a: errors[a.id] / max(table.savings_ms[a.id], 1e-3))
+    if plan_error is not None and target is not None:
+        def enough(accepted: list[Action]) -> bool:
+            return predicted_ratio(run.planner.normalise(accepted), table) <= target - RERANK_SLACK
+
+        with run.stages("plan scores"):
+            scores["single_cut_ranking"] = [a.id for a in ranked]
+            ranked = rerank_by_plan(ranked, errors, table.savings_ms, plan_error, enough,
+                                    joins=lambda action: action.method != "blocks")
+    return ranked, scores, cached, settings.drop
+
+
+def _recoverability(original, droppable: list[Block], features, train, held, settings: AccelerateSettings,
+                    quiet: bool, seconds: float) -> tuple[dict[str, dict], bool]:
+    """Scores per block, from the cache or trained for up to `seconds` each."""
+    from graphopt.calibration.mimic import MimicSettings
+    from graphopt.calibration.recoverability import score_blocks
+    key = cache_key(original.SerializeToString(), train.fingerprint(), held.fingerprint(), __version__,
+                    {"features": features, "iterations": settings.score_iterations, "lr": ADAPTOR_LR,
+                     "batch_size": settings.batch_size, "seed": settings.seed})
+    cache = ScoreCache(None if not settings.use_cache else Path(settings.cache_dir) if settings.cache_dir
+                       else default_dir())
+    hit = cache.get(key)
+    if hit is not None and set(hit) >= {b.id for b in droppable}:
+        say(quiet, "recoverability scores taken from the cache")
+        return hit, True
+    # adaptors start at identity and have few weights: a larger step, and a short patience since the held-out
+    # error of a tiny set settles within a few dozen steps
+    mimic = MimicSettings(settings.score_iterations, settings.batch_size, ADAPTOR_LR, eval_every=10, patience=2,
+                          seed=settings.seed, seconds=seconds)
+    scores = score_blocks(original, droppable, features, train.tensors(), held.tensors(), mimic, settings.threads,
+                          quiet)
+    result = {block: score.to_dict() for block, score in scores.items()}
+    cache.put(key, result)
+    return result, False

@@ -1,0 +1,112 @@
+"""The cut-and-recover stages: INT8 alone when it meets the target, else selection on measured latency,
+recovery, verification, and the final check against the target (adding the next cut after a confirmed miss)."""
+from __future__ import annotations
+
+from graphopt.errors import TargetUnreachable
+from graphopt.features import class_scores
+from graphopt.methods import Action
+from graphopt.selection import Attempt, Selection, check_reachable, select
+from graphopt.settings import FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES
+from graphopt.stages.rank import rank
+from graphopt.stages.state import Outcome, Run, say
+from graphopt.target import confirm_target
+from graphopt.verify import agreement, check_recovered, check_valid
+
+
+def int8_alone(run: Run, table, target: float | None) -> Outcome | None:
+    """The original in INT8 with no block dropped, when the table says that alone may meet the target and the final
+    measurement confirms it (or when nothing can be dropped: then it is the only candidate, met or not)."""
+    if run.int8 is None or target is None or (table.start > target + table.noise and run.actions):
+        return None  # (within the table's noise of the target, INT8 alone gets a measurement of its own)
+    with run.stages("final latency"):
+        check = confirm_target(run.backend, run.original, run.int8, target)
+    if not check.met:
+        if run.actions:
+            return None
+        raise TargetUnreachable(f"latency target {target:.3f} was not met: the model has nothing to cut and "
+                                f"INT8 alone measured {check.describe()}")
+    model, int8_recovery = run.deliverable(run.original)
+    if model is not run.int8:  # INT8 recovery changed the weights, not the graph: confirm the model handed back
+        with run.stages("final latency"):
+            check = confirm_target(run.backend, run.original, model, target)
+        if not check.met:
+            return None
+    say(run.quiet, f"INT8 alone meets the target: measured ratio {check.final.ratio:.3f}, no block dropped")
+    attempts = [Attempt([], table.start, m.ratio, m.noise, m.noisy, stage="final") for m in check.measurements]
+    with run.stages("verify"):
+        check_valid(model)
+        agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
+    return Outcome(model, Selection([], check.final.ratio, attempts), None, agreed, check, int8_recovery)
+
+
+def cut_and_recover(run: Run, table, target: float | None) -> tuple[tuple, Outcome]:
+    """Rank the cuts, select on measured latency, recover, and check the result against the target."""
+    if target is not None:
+        check_reachable(run.backend, run.planner, run.actions, target)
+    ranked, scores, cached, count = rank(run, table, target)
+    with run.stages("selection"):
+        selection = select(run.backend, run.planner, ranked, table, target=target, count=count)
+        say(run.quiet, f"cutting {', '.join(a.id for a in selection.actions)}: measured ratio {selection.ratio:.3f}")
+    return (ranked, scores, cached), _recover_until_met(run, ranked, table, selection, target)
+
+
+def _recover_until_met(run: Run, ranked: list[Action], table, selection: Selection,
+                       target: float | None) -> Outcome:
+    """Recover the selected plan and check the result against the target; after a confirmed miss, add the next
+    ranked cut and recover again (TargetUnreachable when none is left, or when the machine is too noisy to tell)."""
+    while True:
+        with run.stages("recovery"):
+            recovered = _recover(run, selection.actions)
+        with run.stages("verify"):
+            check_recovered(run.original, recovered, run.held.tensors(), run.settings.threads)
+        model, int8_recovery = run.deliverable(recovered.model)
+        with run.stages("verify"):
+            check_valid(model)
+            agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
+        with run.stages("final latency"):
+            if target is None:
+                return Outcome(model, selection, recovered, agreed, run.backend.compare(run.original, model),
+                                int8_recovery)
+            check = confirm_target(run.backend, run.original, model, target)
+        ids = [a.id for a in selection.actions]
+        # the recovered model has the architecture selection measured: that measurement is the best prediction
+        selection.attempts.extend(Attempt(ids, selection.ratio, m.ratio, m.noise, m.noisy, stage="final")
+                                  for m in check.measurements)
+        if check.met:
+            return Outcome(model, selection, recovered, agreed, check, int8_recovery)
+        if check.undecided:
+            raise TargetUnreachable(f"latency target {target:.3f} could not be confirmed: the machine is too noisy "
+                                    f"(final model with {', '.join(ids)} cut measured {check.describe()}; noise "
+                                    f"threshold ±{run.settings.noise_threshold:.3f})")
+        if selection.size >= len(ranked):
+            raise TargetUnreachable(f"latency target {target:.3f} was not met: the final model with every cut "
+                                    f"measured {check.describe()}")
+        say(run.quiet, f"the recovered model measured {check.describe()} against a target of {target:.3f}: "
+                        f"adding the next cut")
+        with run.stages("selection"):
+            selection = select(run.backend, run.planner, ranked, table, target=target, start=selection.size + 1,
+                               attempts=selection.attempts)
+
+
+def _recover(run: Run, plan: list[Action]):
+    """The plan applied, consumers of pruned channels refit in closed form, then distillation recovery."""
+    from graphopt.calibration.mimic import MimicSettings
+    from graphopt.calibration.recovery import recover
+    settings = run.settings
+    refit = None
+    if run.planner.keep(plan):
+        from graphopt.calibration.cut_scores import refitter
+        refit = refitter(run.planner, run.consumers())
+    pruned = run.planner.apply(plan, refit=refit)
+    probes = () if settings.lr else LR_CANDIDATES
+    share = INT8_RECOVERY_SHARE if run.int8 is not None and settings.int8_recovery else 0.0
+    # each learning-rate probe takes a tenth; INT8 recovery, when it follows, keeps its share of what is left
+    seconds = (1 - share) * run.seconds_left(FINAL_RESERVE) / (1 + len(probes) / 10)
+    say(run.quiet, f"recovering for up to {seconds:.0f} s ({settings.recover_iterations} steps at most)")
+    mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
+                                   settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds,
+                                   mixup=settings.mixup)
+    return recover(run.original, pruned, run.planner.cuts(plan), run.features, run.train, run.held.tensors(),
+                   mimic_settings, settings.threads, run.quiet, lr_candidates=probes,
+                   logits=class_scores(run.original, run.features) if settings.match_logits else None,
+                   from_input=settings.recover_from_input)

@@ -1,0 +1,105 @@
+"""The report of an accelerate run, typed: what was found, measured, chosen and handed back. Its JSON form
+(`to_dict`) is what `--report` writes and what pipelines read."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from graphopt import __version__
+from graphopt.machine import machine, versions
+from graphopt.methods import Action
+from graphopt.runtime import Comparison
+from graphopt.stages.state import RELIABLE_HELD_OUT_FILES, Outcome, Run
+from graphopt.target import TargetCheck
+from graphopt.verify import agreement
+
+
+@dataclass
+class Report:
+    """One accelerate run. Ratios are to the original model as given; agreement is top-1 on held-out files."""
+
+    graphopt: str
+    versions: dict
+    machine: dict
+    settings: dict
+    runtime: dict
+    calibration: dict  # folder, images, train / held-out counts and files, whether agreement is reliable
+    features: list[str]  # the tensors recovery matches
+    methods: list[str]
+    blocks: dict  # found, droppable
+    channel_groups: list[dict] | None
+    candidates: list[dict]  # every cut on offer: id, method, share of multiply-adds removed
+    latency_table: dict
+    recoverability: dict  # block id -> held-out error after adaptor training
+    recoverability_cached: bool
+    channel_scores: dict  # channel cut id -> held-out error alone and after refit
+    basis_scores: dict  # basis cut id -> held-out error
+    ranking: list[str]  # best to lose first
+    single_cut_ranking: list[str] | None  # the ranking before cuts were re-ranked by what they cost together
+    selection: dict
+    dropped: list[str]
+    pruned: dict[str, int]  # channel group -> channels kept
+    split: dict[str, int]  # node output -> bases kept
+    target: dict | None  # the final check against the target
+    latency: dict  # the result against the original, measured side by side
+    feature_error: dict | None  # before and after recovery
+    int8_recovery: dict | None
+    agreement_top1: float | None
+    rows: list[dict]  # original, INT8 alone (when INT8), graphopt
+    status: str = "ok"
+    output: str | None = None
+    engine: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_report(run: Run, calib, table, ranking: tuple, outcome: Outcome, target: float | None) -> Report:
+    ranked, scores, cached = ranking
+    check = outcome.final if isinstance(outcome.final, TargetCheck) else None
+    latency = check.final if check else outcome.final
+    calibration, train, held, recovered = run.calibration, run.train, run.held, outcome.recovered
+    return Report(
+        graphopt=__version__, versions=versions(), machine=machine(), settings=asdict(run.settings),
+        runtime=run.backend.describe(),
+        calibration={"folder": str(calib), "images": len(calibration), "train": len(train), "held_out": len(held),
+                     "train_files": train.sources(), "held_out_files": held.sources(),
+                     "agreement_reliable": held.sources() >= RELIABLE_HELD_OUT_FILES,
+                     "fingerprint": calibration.fingerprint()},
+        features=run.features, methods=list(run.methods),
+        blocks={"found": len(run.blocks), "droppable": len(run.droppable)},
+        channel_groups=None if run.channels is None else [g.to_dict() for g in run.channels.groups],
+        candidates=[{"id": a.id, "method": a.method, "macs_share": a.macs_share} for a in run.actions],
+        latency_table=table.to_dict(), recoverability=scores.get("blocks", {}), recoverability_cached=cached,
+        channel_scores=_scores_of(scores, run.actions, "filters"),
+        basis_scores=_scores_of(scores, run.actions, "basis"),
+        ranking=[a.id for a in ranked], single_cut_ranking=scores.get("single_cut_ranking"),
+        selection=outcome.selection.to_dict(), dropped=outcome.selection.dropped,
+        pruned=outcome.selection.pruned, split=outcome.selection.split,
+        target=check.to_dict() if check else None, latency=latency.to_dict(),
+        feature_error=None if recovered is None else {
+            "before_recovery": recovered.result.error_before, "after_recovery": recovered.result.error_after,
+            "steps": recovered.result.steps, "lr": recovered.lr},
+        int8_recovery=outcome.int8_recovery, agreement_top1=outcome.agreement,
+        rows=_rows(run, table, outcome, latency))
+
+
+def _scores_of(scores: dict, actions: list[Action], method: str) -> dict:
+    ids = {a.id for a in actions if a.method == method}
+    return {key: value for key, value in scores.get("cuts", {}).items() if key in ids}
+
+
+def _rows(run: Run, table, outcome: Outcome, latency: Comparison) -> list[dict]:
+    """The original, INT8 alone (the user's alternative, when the output is INT8) and graphopt's result side by
+    side: latency ratio to the original and top-1 agreement with it on the held-out images."""
+    rows = [{"model": "original", "ratio": 1.0, "ms": table.base.median_ms, "agreement_top1": 1.0}]
+    if run.int8 is not None and outcome.model is not run.int8:  # quantize_static's rounding alone, for comparison
+        with run.stages("verify"):
+            agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.threads)
+        rows.append({"model": "int8 alone", "ratio": table.start, "agreement_top1": agreed,
+                     "measured": "in the latency table run"})
+    rows.append({"model": "graphopt", "ratio": latency.ratio, "ms": latency.other.median_ms,
+                 "agreement_top1": outcome.agreement, "dropped": outcome.selection.dropped,
+                 "pruned": outcome.selection.pruned, "split": outcome.selection.split,
+                 "precision": "int8" if run.int8 is not None else "as given"})
+    return rows
