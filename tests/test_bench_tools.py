@@ -198,3 +198,18 @@ def test_rows_pair_each_model_with_its_quality_and_an_original_repeat(two_per_st
     assert rows[0].latency_ratio == 1.0 and rows[-1].quality == rows[0].quality
     silent = fmnist.evaluate(variants[-1][1], limit=200)  # proxy k=1 drops only the silent layer1.1
     assert variants[-1][0]["dropped"] == ["layer1.1"] and rows[3].quality["top1"] == silent == rows[0].quality["top1"]
+
+
+def test_results_page_carries_every_methods_study_summary(tmp_path):
+    from tools.make_results import studies_markdown
+    summary = [{"method": "blocks", "runs": 3, "quality_mean": 0.9, "quality_min": 0.89, "quality_max": 0.91,
+                "ratio_mean": 0.64, "ratio_min": 0.6, "ratio_max": 0.7}]
+    (tmp_path / "methods_x.json").write_text(json.dumps({"summary": summary, "unreachable": [
+        {"method": "basis", "seed": 0, "why": "every cut at once measures 0.994"}]}))
+    (tmp_path / "methods_x.md").write_text("# Methods at target 0.7: X\n\nMade by `cmd`, today.\n")
+    (tmp_path / "methods_y.json").write_text(json.dumps({"rows": []}))  # no summary: not a methods study
+    lines = studies_markdown(tmp_path)
+    assert "## Methods at target 0.7: X" in lines
+    assert "| blocks | 3 | 0.9000 (0.8900–0.9100) | 0.640 (0.600–0.700) |" in lines
+    assert any("basis (seed 0): every cut at once measures 0.994" in line for line in lines)
+    assert not any("methods_y" in line for line in lines)

@@ -216,7 +216,28 @@ def write_markdown(results: dict, path: Path) -> None:
         section = bench_markdown(result)
         made = f"Section made by `{result.get('command', COMMAND)}`, {result.get('generated', env['generated'])}."
         lines += [*section[:2], made, "", *section[2:]]
+    lines += studies_markdown(path.parent)
     path.write_text("\n".join(lines))
+
+
+def studies_markdown(folder: Path) -> list[str]:
+    """The summary table of every methods study in `folder` (docs/methods_*.json, written by
+    tools/bench_methods.py), with the command that made it and a link to its every-run table."""
+    lines = []
+    for study in sorted(folder.glob("methods_*.json")):
+        text = study.with_suffix(".md").read_text().splitlines() if study.with_suffix(".md").is_file() else []
+        data = json.loads(study.read_text())
+        if not text or "summary" not in data:
+            continue
+        made = next((line for line in text if line.startswith("Made by")), "")
+        lines += ["", f"## {text[0].lstrip('# ')}", "", f"{made} Every run: [{study.with_suffix('.md').name}]"
+                  f"({study.with_suffix('.md').name}).", "",
+                  "| method | runs | quality mean (min–max) | latency ratio mean (min–max) |", "|---|---|---|---|"]
+        lines += [f"| {s['method']} | {s['runs']} | {s['quality_mean']:.4f} ({s['quality_min']:.4f}–"
+                  f"{s['quality_max']:.4f}) | {s['ratio_mean']:.3f} ({s['ratio_min']:.3f}–{s['ratio_max']:.3f}) |"
+                  for s in data["summary"]]
+        lines += [f"- {u['method']} (seed {u['seed']}): {u['why']}" for u in data.get("unreachable", [])]
+    return lines
 
 
 def write_plot(results: dict, path: Path) -> None:
@@ -284,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-random-recovered", dest="random_recovered", action="store_false",
                         help="skip the random-blocks-with-the-same-recovery twin of each accelerate row")
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs")
+    parser.add_argument("--render", action="store_true",
+                        help="run no benchmark: write results.md and results.png again from results.json and the "
+                             "methods studies beside it")
     args = parser.parse_args(argv)
     if not args.out_dir.is_dir():
         raise GraphoptError(f"output folder {args.out_dir} does not exist")
@@ -291,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     env = machine(args.threads)
     # benches not asked for keep their previous section, so one slow bench need not be rerun with a fast one
     previous = args.out_dir / "results.json"
+    if args.render:
+        results = json.loads(previous.read_text())
+        write_markdown(results, args.out_dir / "results.md")
+        write_plot(results, args.out_dir / "results.png")
+        return 0
     benches = json.loads(previous.read_text())["benches"] if previous.is_file() else {}
     for name in args.bench:
         benches[name] = {**run_bench(get_bench(name), args), "command": command,
