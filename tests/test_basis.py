@@ -80,7 +80,8 @@ def test_no_split_inside_a_dropped_block(setting):
     block, inside = next((b, a) for b in planner.blocks for a in actions
                          if b.droppable and planner.labels[a.target] in b.nodes)
     assert [a.id for a in planner.normalise([Action("blocks", block.id), inside])] == [block.id]
-    assert [a.id for a in planner.normalise([inside, Action("blocks", block.id)])] == [inside.id]
+    assert [a.id for a in planner.normalise([inside, Action("blocks", block.id)])] == [block.id]
+    assert [a.id for a in planner.normalise([inside])] == [inside.id]
 
 
 def test_accelerate_with_basis_cuts_writes_a_verified_model(tiny, tmp_path):

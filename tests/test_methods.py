@@ -46,9 +46,9 @@ def test_a_plan_keeps_one_level_per_group_and_no_cut_inside_a_dropped_block(plan
     inner = Action("filters", "layer1.0.conv1", 4)
     deeper = [Action("filters", "layer2.1.conv1", 8), Action("filters", "layer2.1.conv1", 4)]
     block = Action("blocks", "layer1.0")
-    # the block and the channel cut inside it exclude each other: whichever the ranking put first wins
+    # a dropped block is the deepest cut of what is inside it, whatever the order
     assert [a.id for a in planner.normalise([*deeper, block, inner])] == ["layer1.0", "layer2.1.conv1@4"]
-    assert [a.id for a in planner.normalise([*deeper, inner, block])] == ["layer1.0.conv1@4", "layer2.1.conv1@4"]
+    assert [a.id for a in planner.normalise([*deeper, inner, block])] == ["layer1.0", "layer2.1.conv1@4"]
     assert planner.normalise([inner]) == [inner]
 
 

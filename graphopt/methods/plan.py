@@ -3,7 +3,7 @@
 Channels are pruned first, while every node the channel analysis names is still in the graph; then nodes are split
 through fewer bases (of their weights as pruned: "double pruning"); then blocks are dropped (DropBlocks finds blocks
 by tensor names, which both keep). A plan holds at most one level per channel group or split node (the deepest
-chosen), and never both a block and a cut made only inside it.
+chosen), and never both a dropped block and a cut made only inside it.
 """
 from __future__ import annotations
 
@@ -33,25 +33,25 @@ class Planner:
         self.labels = {n.output[0]: node_label(n, i) for i, n in enumerate(model.graph.node) if n.output}
 
     def normalise(self, actions: list[Action]) -> list[Action]:
-        """The plan the actions make, read in order (best first): blocks in graph order, then each channel group
-        and each split node once at its deepest level. A block and a cut made only inside it exclude each other,
-        and the one that comes first wins: a ranking that put the cheaper cut first keeps it rather than let a later
-        block drop make it void."""
+        """The plan the actions make: blocks in graph order, then each channel group and each split node once at
+        its deepest level. A dropped block is the deepest cut of everything inside it: a channel or basis cut made
+        only inside a dropped block goes, whatever the order (keeping the inner cut instead would leave the block
+        unusable, and a search that needs more saving falls through to worse cuts, such as residual streams)."""
         dropped: set[str] = set()
         inside: set[str] = set()
         deepest: dict[tuple[str, str], Action] = {}
         for action in actions:
             if action.method == "blocks":
                 block = next(b for b in self.blocks if b.id == action.target)
-                if not any(self._made_by(cut) <= set(block.nodes) for cut in deepest.values()):
-                    dropped.add(block.id)
-                    inside.update(block.nodes)
-            elif not (inside and self._made_by(action) <= inside):
+                dropped.add(block.id)
+                inside.update(block.nodes)
+            else:
                 key = (action.method, action.target)
                 if key not in deepest or action.keep < deepest[key].keep:
                     deepest[key] = action
         blocks = [Action("blocks", b.id, macs_share=b.macs_share) for b in self.blocks if b.id in dropped]
-        return blocks + sorted(deepest.values(), key=lambda a: (a.method != "filters", a.target))
+        cuts = [a for a in deepest.values() if not (inside and self._made_by(a) <= inside)]
+        return blocks + sorted(cuts, key=lambda a: (a.method != "filters", a.target))
 
     def apply(self, actions: list[Action],
               refit: Callable[[onnx.ModelProto, dict[str, np.ndarray]], onnx.ModelProto] | None = None
