@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
     p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
                                      "filters (prune channel groups), basis (split convs through fewer bases of their "
-                                     "output space); default: all")
+                                     "output space); default: blocks,filters")
     p.add_argument("--importance", default="taylor", choices=["l1", "taylor", "dagger"],
                    help="which channels a group gives up first: first-order Taylor on the calibration images "
                         "(default; l1 for models without class scores), smallest L1 weight norm, or Dagger's "

@@ -25,7 +25,7 @@ class AccelerateSettings:
     target_ms: float | None = None
     drop: int | None = None
     blocks: list[str] | None = None  # drop exactly these (no recoverability scoring), then recover
-    methods: list[str] | None = None  # which kinds of cut to search ("blocks", "filters"); None: all
+    methods: list[str] | None = None  # kinds of cut to search ("blocks", "filters", "basis"); None: DEFAULT_METHODS
     # which channels a group gives up first: "taylor" (l1 for models without class scores), "l1" or "dagger";
     # measured on Lite0 (docs/importance_lite0.md): feature error after refit 0.27 taylor, 0.31 dagger, 0.50 l1
     importance: str = "taylor"

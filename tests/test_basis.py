@@ -15,6 +15,7 @@ from graphopt.methods import Action
 from graphopt.methods.basis import basis_actions, decomposable_nodes
 from graphopt.passes import Basis, decompose_conv
 from graphopt.pipeline import accelerate
+from graphopt.stages.report import Report
 from tests.fake_latency import SimulatedBackend
 from tests.helpers import FAST_ACCELERATE, planner_for, run_onnx
 
@@ -89,6 +90,7 @@ def test_accelerate_with_basis_cuts_writes_a_verified_model(tiny, tmp_path):
     result = accelerate(path, images, tmp_path / "out.onnx", target_latency=0.85, methods=["basis"],
                         backend=SimulatedBackend(), **FAST)
     report = result.report
+    assert isinstance(result.summary, Report) and report == result.summary.to_dict()
     assert report["split"] and not report["pruned"] and not report["dropped"] and report["target"]["met"]
     assert report["basis_scores"] and not report["channel_scores"] and report["channel_groups"] is None
     assert all(score["error"] > 0 for score in report["basis_scores"].values())

@@ -104,8 +104,8 @@ def markdown(rows: list, summary: list[dict], info: dict, args: argparse.Namespa
     lines = [f"# Methods at target {args.target}: {info['title']}", "",
              f"Made by `{COMMAND} --bench {args.bench} --target {args.target} --calib-size {args.calib_size} "
              f"--seeds {seeds} --variants {' '.join(args.variants)} --threads {args.threads} --time-budget "
-             f"{args.time_budget}`, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit "
-             f"{machine(args.threads)['commit']}, on {machine(args.threads)['cpu']}.", "",
+             f"{args.time_budget}`, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, code of commit "
+             f"{info['machine']['commit']} (as the run began), on {info['machine']['cpu']}.", "",
              f"Quality: {info['metric']}. Latency ratio: the model's median over the original's, the two timed in "
              f"one interleaved run ({args.threads} onnxruntime thread); `original-repeat` is the original against "
              f"itself (the noise floor).", "",
@@ -139,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=10.0, help="accelerate's --time-budget (minutes)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    env = machine(args.threads)  # the code that runs is the code as it was when the run began
     rows, info = run(args)
+    info["machine"] = env
     summary = summarise(rows)
     args.out.write_text(markdown(rows, summary, info, args))
     args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": [r.to_dict() for r in rows],
                                                          "unreachable": info["unreachable"],
-                                                         "machine": machine(args.threads)}, indent=1))
+                                                         "machine": env}, indent=1))
     print(markdown(rows, summary, info, args))
     return 0
 

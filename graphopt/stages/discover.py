@@ -12,7 +12,7 @@ from graphopt.channels import ChannelAnalysis, find_channel_groups
 from graphopt.channels.importance import l1_order
 from graphopt.errors import GraphoptError
 from graphopt.features import class_scores, feature_tensors
-from graphopt.methods import METHODS, Action
+from graphopt.methods import DEFAULT_METHODS, METHODS, Action
 from graphopt.methods.basis import basis_actions
 from graphopt.methods.blocks import block_actions
 from graphopt.methods.filters import filter_actions
@@ -94,8 +94,8 @@ _NOTHING = {"blocks": "droppable residual blocks", "filters": "prunable channel 
 
 
 def methods_of(settings: AccelerateSettings) -> tuple[str, ...]:
-    """The methods of this run: --methods, or every method; --drop and --blocks are block requests."""
-    methods = tuple(dict.fromkeys(settings.methods or METHODS))
+    """The methods of this run: --methods, or the default ones; --drop and --blocks are block requests."""
+    methods = tuple(dict.fromkeys(settings.methods or DEFAULT_METHODS))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise GraphoptError(f"unknown method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
