@@ -113,7 +113,8 @@ def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
     assert report["methods"] == ["filters"] and report["channel_scores"] and report["recoverability"] == {}
     for score in report["channel_scores"].values():
         assert score["error"] >= 0 and score["error_pruned"] >= 0
-    assert {"channels", "cut scores"} <= set(report["seconds"])
+    assert {"channels", "cut scores", "plan scores"} <= set(report["seconds"])
+    assert sorted(report["single_cut_ranking"]) == sorted(report["ranking"])  # re-ranked, nothing lost
     written = onnx.load(str(tmp_path / "out.onnx"))
     onnx.checker.check_model(written, full_check=True)
     x = torch.randn(3, 3, 16, 16).numpy()
