@@ -209,7 +209,7 @@ def test_results_page_carries_every_methods_study_summary(tmp_path):
     (tmp_path / "methods_x.md").write_text("# Methods at target 0.7: X\n\nMade by `cmd`, today.\n")
     (tmp_path / "methods_y.json").write_text(json.dumps({"rows": []}))  # no summary: not a methods study
     lines = studies_markdown(tmp_path)
-    assert "## Methods at target 0.7: X" in lines
+    assert "## Methods at target 0.7: X (methods_x)" in lines
     assert "| blocks | 3 | 0.9000 (0.8900–0.9100) | 0.640 (0.600–0.700) |" in lines
     assert any("basis (seed 0): every cut at once measures 0.994" in line for line in lines)
     assert not any("methods_y" in line for line in lines)

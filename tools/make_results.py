@@ -230,7 +230,7 @@ def studies_markdown(folder: Path) -> list[str]:
         if not text or "summary" not in data:
             continue
         made = next((line for line in text if line.startswith("Made by")), "")
-        lines += ["", f"## {text[0].lstrip('# ')}", "", f"{made} Every run: [{study.with_suffix('.md').name}]"
+        lines += ["", f"## {text[0].lstrip('# ')} ({study.stem})", "", f"{made} Every run: [{study.with_suffix('.md').name}]"
                   f"({study.with_suffix('.md').name}).", "",
                   "| method | runs | quality mean (min–max) | latency ratio mean (min–max) |", "|---|---|---|---|"]
         lines += [f"| {s['method']} | {s['runs']} | {s['quality_mean']:.4f} ({s['quality_min']:.4f}–"
