@@ -17,6 +17,7 @@ from graphopt.calibration.refit import patch_statistics
 from graphopt.calibration.taylor import taylor_order
 from graphopt.channels import find_channel_groups
 from graphopt.passes import FULL_RANK, Basis, decompose_conv
+from graphopt.passes.decompose_conv import head_name
 from graphopt.shapes import infer_shapes
 
 
@@ -42,7 +43,7 @@ def basis_order(original: onnx.ModelProto, bases: dict[str, Basis], logits: str,
     full = decompose_conv(original, {name: replace(basis, rank=FULL_RANK) for name, basis in bases.items()})
     analysis = find_channel_groups(full, infer_shapes(full))
     labels = {node.output[0]: node.name for node in original.graph.node if node.output}
-    heads = {f"{labels[name] or name}_bases": name for name in bases}
+    heads = {head_name(labels[name], name): name for name in bases}
     orders = taylor_order(full, analysis, logits, images)
     return {heads[group.producers[0]]: orders[group.id] for group in analysis.prunable
             if len(group.producers) == 1 and group.producers[0] in heads}

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError, TargetUnreachable
-from graphopt.methods import Action, Planner
+from graphopt.methods import Action, Planner, method_counts
 from graphopt.runtime import Comparison, LatencyBackend, LatencyStats
 from graphopt.runtime.base import TimingRun
 
@@ -213,10 +213,9 @@ def _attempt(backend: LatencyBackend, planner: Planner, chosen: list[Action], ta
 
 
 def _describe(plan: list[Action]) -> str:
-    counts = {m: sum(a.method == m for a in plan) for m in ("blocks", "filters", "basis")}
     parts = {"blocks": "blocks dropped", "filters": "channel groups at their narrowest",
              "basis": "nodes split at their lowest rank"}
-    return ", ".join(f"{count} {parts[m]}" for m, count in counts.items() if count)
+    return ", ".join(f"{count} {parts[m]}" for m, count in method_counts(plan).items() if count)
 
 
 def _figure(comparison: Comparison) -> str:

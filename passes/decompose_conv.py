@@ -96,12 +96,17 @@ def _factor(matrix: np.ndarray, basis: Basis) -> tuple[np.ndarray, np.ndarray]:
     return head.astype(np.float32), (columns[:, kept] * basis.factors(kept)).astype(np.float32)
 
 
+def head_name(node_name: str, output: str) -> str:
+    """The name DecomposeConv gives the head of the node called `node_name` (or, unnamed, making `output`)."""
+    return f"{node_name or output}_bases"
+
+
 def _pair(node: gs.Node, head_weight: np.ndarray, tail_weight: np.ndarray, head_attrs: dict,
           tail_attrs: dict) -> tuple[gs.Node, gs.Node]:
     """Two nodes of `node`'s op: the head reads its input, the tail makes its outputs and keeps its bias."""
     name = node.name or node.outputs[0].name
     bases = gs.Variable(f"{node.outputs[0].name}_bases", dtype=node.outputs[0].dtype)
-    head = gs.Node(node.op, f"{name}_bases", head_attrs,
+    head = gs.Node(node.op, head_name(node.name, node.outputs[0].name), head_attrs,
                    [node.inputs[0], gs.Constant(f"{name}_bases_weight", np.ascontiguousarray(head_weight))], [bases])
     tail_inputs = [bases, gs.Constant(f"{name}_mix_weight", np.ascontiguousarray(tail_weight)), *node.inputs[2:3]]
     return head, gs.Node(node.op, f"{name}_mix", tail_attrs, tail_inputs, list(node.outputs))

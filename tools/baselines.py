@@ -51,6 +51,11 @@ class Bench:
     calib_sizes: tuple[int, ...]
     preprocessing: dict  # how the model's inputs are made from images, as a user would tell graphopt
 
+    @property
+    def accelerate_preprocess(self) -> dict:
+        """The preprocessing as accelerate's `preprocess` setting takes it."""
+        return {"norm": self.preprocessing["preset"], "resize": self.preprocessing["resize"]}
+
 
 @dataclass
 class Row:
@@ -103,6 +108,16 @@ def get_bench(name: str) -> Bench:
     if name not in BENCHES:
         raise GraphoptError(f"unknown benchmark '{name}' (choose from {', '.join(BENCHES)})")
     return BENCHES[name]()
+
+
+STUDY_CALIBRATION = {"lite0": 64, "fmnist": 100}  # images in the calibration folder (seed 0) a study uses
+
+
+def study_inputs(name: str) -> tuple[Path, Path, dict]:
+    """(model, calibration folder, accelerate preprocessing) of a benchmark for a one-model study: Lite0 with 64
+    crops, or the Fashion-MNIST ResNet-20 with 100 training images, seed 0."""
+    bench = get_bench(name)
+    return bench.model_path(), bench.calib_folder(STUDY_CALIBRATION[name], 0), bench.accelerate_preprocess
 
 
 # --------------------------------------------------------------------------- choosing blocks

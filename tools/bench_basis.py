@@ -30,7 +30,8 @@ from graphopt.runtime import TimingSettings, get_backend
 from graphopt.selection import latency_table
 from graphopt.shapes import infer_shapes
 from graphopt.errors import GraphoptError
-from tools.bench_common import bench_inputs, bench_parser, cache_dir, export_torchscript, run_cli, write_study
+from tools.baselines import study_inputs
+from tools.bench_common import bench_parser, cache_dir, export_torchscript, run_cli, write_study
 
 COMMAND = "python -m tools.bench_basis"
 
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.torchvision:
         result = measure(_torchvision(args.torchvision), None, {}, args.threads)
     else:
-        result = measure(*bench_inputs(args.bench), args.threads)
+        result = measure(*study_inputs(args.bench), args.threads)
     write_study(args.out, markdown(result, args), result)
     return 0
 

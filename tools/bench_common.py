@@ -1,5 +1,5 @@
-"""Pieces every benchmark shares: the cache folder, batched onnxruntime inference, the benchmark models with their
-calibration images, the common arguments and outputs, and one-line failures."""
+"""Pieces every benchmark shares: the cache folder, batched onnxruntime inference, the common arguments and outputs
+of one-model studies, and one-line failures."""
 from __future__ import annotations
 
 import argparse
@@ -66,18 +66,6 @@ def export_torchscript(model, example, path: Path) -> onnx.ModelProto:
     exported = onnx.load(str(path))
     path.unlink()
     return exported
-
-
-def bench_inputs(name: str) -> tuple[Path, Path, dict]:
-    """(model, calibration folder, preprocessing) of a benchmark model: Lite0 with 64 crops, or the Fashion-MNIST
-    ResNet-20 with 100 training images (seed 0)."""
-    if name == "lite0":
-        from tools.effnet_lite import INPUT_SPEC, lite0_path, write_calibration
-        return lite0_path(), write_calibration(64, 0), {"norm": INPUT_SPEC["preset"], "resize": INPUT_SPEC["resize"]}
-    from tools.fmnist import INPUT_SPEC, sample_calibration, teacher_dir, train_teacher
-    train_teacher()
-    return teacher_dir() / "teacher.onnx", sample_calibration(100, 0), {"norm": INPUT_SPEC["preset"],
-                                                                         "resize": INPUT_SPEC["resize"]}
 
 
 def bench_parser(doc: str) -> argparse.ArgumentParser:

@@ -32,7 +32,8 @@ from graphopt.methods.filters import filter_actions
 from graphopt.model_io import load_model
 from graphopt.settings import DAGGER_SHARE, AccelerateSettings
 from graphopt.shapes import infer_shapes
-from tools.bench_common import bench_inputs, bench_parser, run_cli, write_study
+from tools.baselines import study_inputs
+from tools.bench_common import bench_parser, run_cli, write_study
 
 COMMAND = "python -m tools.bench_importance"
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--fraction", type=float, default=0.5, help="share of each group's channels kept")
     args = parser.parse_args(argv)
-    result = compare(*bench_inputs(args.bench), args.fraction, args.threads)
+    result = compare(*study_inputs(args.bench), args.fraction, args.threads)
     write_study(args.out, markdown(result, args), result)
     return 0
 

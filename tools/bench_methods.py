@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import random
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from graphopt.errors import TargetUnreachable
 from graphopt.model_io import load_model
 from graphopt.pipeline import accelerate
 from tools.baselines import get_bench, measure_rows
-from tools.bench_common import run_cli
+from tools.bench_common import run_cli, write_study
 from tools.make_results import _ort_int8_variant, machine
 
 COMMAND = "python -m tools.bench_methods"
@@ -45,7 +44,7 @@ VARIANTS = {
 def run(args: argparse.Namespace) -> tuple[list, dict]:
     bench = get_bench(args.bench)
     original = load_model(bench.model_path())
-    preprocess = {"norm": bench.preprocessing["preset"], "resize": bench.preprocessing["resize"]}
+    preprocess = bench.accelerate_preprocess
     droppable = [b.id for b in find_blocks(original) if b.droppable]
     variants, unreachable = [], []
     for seed in args.seeds:
@@ -143,11 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, info = run(args)
     info["machine"] = env
     summary = summarise(rows)
-    args.out.write_text(markdown(rows, summary, info, args))
-    args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": [r.to_dict() for r in rows],
-                                                         "unreachable": info["unreachable"],
-                                                         "machine": env}, indent=1))
-    print(markdown(rows, summary, info, args))
+    write_study(args.out, markdown(rows, summary, info, args), {
+        "summary": summary, "rows": [r.to_dict() for r in rows], "unreachable": info["unreachable"], "machine": env})
     return 0
 
 

@@ -25,7 +25,8 @@ from graphopt.model_io import load_model
 from graphopt.runtime import TimingSettings, get_backend
 from graphopt.selection import latency_table
 from graphopt.shapes import infer_shapes
-from tools.bench_common import bench_inputs, bench_parser, run_cli, write_study
+from tools.baselines import study_inputs
+from tools.bench_common import bench_parser, run_cli, write_study
 
 COMMAND = "python -m tools.bench_widths"
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--groups", type=int, default=4, help="how many of the heaviest groups to sweep")
     args = parser.parse_args(argv)
-    result = measure(bench_inputs(args.bench)[0], args.groups, args.threads)
+    result = measure(study_inputs(args.bench)[0], args.groups, args.threads)
     result["steps"] = step_at_multiples(result["rows"])
     write_study(args.out, markdown(result, args), result)
     return 0

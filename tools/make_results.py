@@ -54,7 +54,7 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
     """
     from graphopt.pipeline import accelerate
 
-    preprocess = {"norm": bench.preprocessing["preset"], "resize": bench.preprocessing["resize"]}
+    preprocess = bench.accelerate_preprocess
     method = "accelerate int8" if overrides.get("precision") == "int8" else "accelerate"
     recovery = "feature mimicking" + (" + INT8 recovery" if method == "accelerate int8"
                                       and overrides.get("int8_recovery", True) else "")

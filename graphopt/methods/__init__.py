@@ -14,4 +14,9 @@ METHODS = ("blocks", "filters", "basis")
 # while adding them to the joint search lost a point (docs/methods_fmnist_basis.md)
 DEFAULT_METHODS = ("blocks", "filters")
 
-__all__ = ["Action", "Planner", "METHODS", "DEFAULT_METHODS"]
+
+def method_counts(actions: list[Action]) -> dict[str, int]:
+    """How many of `actions` each method made, for every method (0 where none)."""
+    return {m: sum(a.method == m for a in actions) for m in METHODS}
+
+__all__ = ["Action", "Planner", "METHODS", "DEFAULT_METHODS", "method_counts"]

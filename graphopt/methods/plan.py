@@ -17,7 +17,7 @@ from graphopt.blocks import Block, node_label
 from graphopt.channels import ChannelAnalysis
 from graphopt.errors import GraphoptError
 from graphopt.methods.action import Action
-from graphopt.passes import Basis, DecomposeConv, DropBlocks, GraphPass, PruneChannels, apply_passes, select_blocks
+from graphopt.passes import Basis, DecomposeConv, DropBlocks, PruneChannels, apply_passes, select_blocks
 from graphopt.runtime.inputs import runtime_inputs
 
 
@@ -63,10 +63,13 @@ class Planner:
         if not plan:
             raise GraphoptError("no cut given")
         keep = self.keep(plan)
-        model = apply_passes(self.model, [PruneChannels(self.channels, keep)])[0] if keep else self.model
-        if keep and refit is not None:
-            model = refit(model, keep)
-        passes: list[GraphPass] = []
+        model, passes = self.model, []
+        if keep:
+            pruning = PruneChannels(self.channels, keep)
+            if refit is None:
+                passes.append(pruning)  # one import and export of the graph for the whole plan
+            else:
+                model = refit(apply_passes(self.model, [pruning])[0], keep)
         bases = {a.target: self._basis(a, keep) for a in plan if a.method == "basis"}
         if bases:
             passes.append(DecomposeConv(bases))
@@ -83,12 +86,11 @@ class Planner:
         """The node's basis at the action's rank, unless pruning in the same plan changed its outputs: then the
         SVD of its pruned weight."""
         template = self.bases.get(action.target)
-        pruned = keep and any(e.node == action.target and e.kind == "out" for e in self.channels.edits
-                              if self.channels.table.find(e.layouts[0][0].group) in self._roots(keep))
+        roots = {self.channels.group(g).root for g in keep}
+        pruned = bool(roots) and any(e.node == action.target and e.kind == "out" and
+                                     self.channels.table.find(e.layouts[0][0].group) in roots
+                                     for e in self.channels.edits)
         return Basis(action.keep) if template is None or pruned else replace(template, rank=action.keep)
-
-    def _roots(self, keep: dict[str, np.ndarray]) -> set[int]:
-        return {self.channels.group(g).root for g in keep}
 
     def cuts(self, actions: list[Action]) -> list[str]:
         """Tensors where recovery's student may start, latest first: where the earliest cut begins (a dropped

@@ -12,7 +12,7 @@ from graphopt.channels import ChannelAnalysis, find_channel_groups
 from graphopt.channels.importance import l1_order
 from graphopt.errors import GraphoptError
 from graphopt.features import class_scores, feature_tensors
-from graphopt.methods import DEFAULT_METHODS, METHODS, Action
+from graphopt.methods import DEFAULT_METHODS, METHODS, Action, method_counts
 from graphopt.methods.basis import basis_actions
 from graphopt.methods.blocks import block_actions
 from graphopt.methods.filters import filter_actions
@@ -107,5 +107,5 @@ def methods_of(settings: AccelerateSettings) -> tuple[str, ...]:
 
 
 def describe_actions(actions: list[Action]) -> str:
-    counts = {m: sum(a.method == m for a in actions) for m in METHODS}
+    counts = method_counts(actions)
     return f"{counts['blocks']} droppable blocks, {counts['filters']} channel cuts and {counts['basis']} basis cuts"

@@ -39,14 +39,15 @@ def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, boo
             scores["blocks"], cached = _recoverability(run.original, blocks, run.features, run.train, run.held,
                                                        settings, run.quiet, seconds)
         errors.update((key, score["error"]) for key, score in scores["blocks"].items())
-    ranked = sorted(run.actions, key=lambda a: errors[a.id] / max(table.savings_ms[a.id], 1e-3))
+    saved_ms = table.savings_ms
+    ranked = sorted(run.actions, key=lambda a: errors[a.id] / max(saved_ms[a.id], 1e-3))
     if plan_error is not None and target is not None:
         def enough(accepted: list[Action]) -> bool:
             return predicted_ratio(run.planner.normalise(accepted), table) <= target - RERANK_SLACK
 
         with run.stages("plan scores"):
             scores["single_cut_ranking"] = [a.id for a in ranked]
-            ranked = rerank_by_plan(ranked, errors, table.savings_ms, plan_error, enough,
+            ranked = rerank_by_plan(ranked, errors, saved_ms, plan_error, enough,
                                     joins=lambda action: action.method != "blocks")
     return ranked, scores, cached, settings.drop
 
