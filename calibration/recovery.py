@@ -8,7 +8,7 @@ mode). Each epoch sees a fresh seeded augmentation of the calibration images.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import onnx
 import torch
@@ -26,6 +26,7 @@ class Recovered:
     result: MimicResult
     student: Student
     lr: float
+    local: list = field(default_factory=list)  # LocalResult of each stretch reconstructed before, if any
 
 
 def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, cuts: list[str], features: list[str],

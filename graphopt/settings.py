@@ -49,6 +49,7 @@ class AccelerateSettings:
     recover_from_input: bool = False  # recovery trains the weights before the first dropped block too
     mixup: bool = False  # recovery also trains on blends of pairs of calibration images
     match_logits: bool = False  # recovery also matches the original's class scores, not only its features
+    local_share: float = 0.0  # of recovery's time, for reconstructing each changed stretch alone first
     lr: float | None = None  # recovery's Adam rate; None: probe LR_CANDIDATES and keep the best on held-out images
     batch_size: int = 16  # images per training step; cost follows images seen (batch x steps), measured
     preprocess: dict = field(default_factory=dict)  # size, norm, mean, std, bgr, resize
@@ -76,6 +77,8 @@ def check_settings(settings: AccelerateSettings) -> None:
         raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {settings.threads})")
     if not 0 < settings.noise_threshold < 1:
         raise GraphoptError(f"--noise-threshold is a relative noise, between 0 and 1 (got {settings.noise_threshold})")
+    if not 0 <= settings.local_share < 1:
+        raise GraphoptError(f"--local-share is a share of recovery's time, from 0 up to 1 (got {settings.local_share})")
     if settings.importance not in IMPORTANCE:
         raise GraphoptError(f"--importance must be one of {', '.join(IMPORTANCE)} (got {settings.importance})")
     if not settings.time_budget > 0:
