@@ -3,7 +3,8 @@
     prepare   load the model and calibration images; discover what each method can cut; set up the backend
     time      the latency table: the original and each single cut, timed on the serving runtime
     rank      score every cut on the calibration images (per millisecond saved) and order them
-    select    the fewest ranked cuts whose measured ratio meets the target
+    select    the fewest ranked cuts whose measured ratio meets the target, the last of them the one that loses
+              least among those that get there
     recover   cut, refit, distil from the original, verify, and check the result against the target by measurement
     write     the verified model, atomically (and a TensorRT engine when asked)
     report    a typed report of all of it

@@ -71,6 +71,7 @@ class Selection:
     ratio: float  # measured latency ratio of the plan to the original
     attempts: list[Attempt] = field(default_factory=list)
     size: int = 0  # how many of the ranked actions the plan was made from
+    ranked: list[Action] = field(default_factory=list)  # the order the plan was taken from
 
     @property
     def dropped(self) -> list[str]:
@@ -156,30 +157,49 @@ def check_reachable(backend: LatencyBackend, planner: Planner, actions: list[Act
 
 def select(backend: LatencyBackend, planner: Planner, ranked: list[Action], table: LatencyTable,
            target: float | None = None, count: int | None = None, start: int = 1,
-           attempts: list[Attempt] | None = None) -> Selection:
+           attempts: list[Attempt] | None = None, errors: dict[str, float] | None = None) -> Selection:
     """The plan of the first actions in `ranked` order (best to lose first) whose measured ratio meets `target`, or
     of the first `count`. `start` is the fewest actions to try (after a final model missed the target, one more
     than it had); `attempts` are earlier attempts to keep.
+
+    With `errors` (what the network loses with each action alone), the action that brings a plan under the target
+    is the one that loses least among those predicted to get it there: ranked by loss per millisecond, the next
+    one is often a large cut that overshoots the target when a small one would do. The order used is the
+    selection's `ranked` (one more cut after a miss is the next in it).
     """
-    attempts = list(attempts or [])
+    attempts, ranked = list(attempts or []), list(ranked)
     if count is not None:
         if not 1 <= count <= len(ranked):
             raise GraphoptError(f"--drop {count}: the model has {len(ranked)} droppable blocks")
         comparison = _attempt(backend, planner, ranked[:count], table, attempts)
-        return Selection(planner.normalise(ranked[:count]), comparison.ratio, attempts, count)
+        return Selection(planner.normalise(ranked[:count]), comparison.ratio, attempts, count, ranked)
     assert target is not None
     size = start
     while size <= len(ranked):
         # smallest prefix predicted to reach the target
         while size < len(ranked) and predicted_ratio(planner.normalise(ranked[:size]), table, attempts) > target:
             size += 1
+        if errors:
+            _finish_lightly(planner, ranked, size, table, attempts, target, errors)
         comparison = _attempt(backend, planner, ranked[:size], table, attempts)
         if comparison.ratio <= target:
-            return Selection(planner.normalise(ranked[:size]), comparison.ratio, attempts, size)
+            return Selection(planner.normalise(ranked[:size]), comparison.ratio, attempts, size, ranked)
         size += 1
     measured = [a for a in attempts if a.stage == "selection"] or attempts
     raise TargetUnreachable(f"latency target {target:.3f} was not met: the best measured ratio was "
                             f"{min(a.measured_ratio for a in measured):.3f} with up to {len(ranked)} cuts")
+
+
+def _finish_lightly(planner: Planner, ranked: list[Action], size: int, table: LatencyTable,
+                    attempts: list[Attempt], target: float, errors: dict[str, float]) -> None:
+    """Move into place `size` - 1 of `ranked` the action of least error that, after the ones before it, is
+    predicted to reach the target (the one there already, when none loses less)."""
+    head = ranked[:size - 1]
+    reaching = [i for i in range(size - 1, len(ranked))
+                if predicted_ratio(planner.normalise([*head, ranked[i]]), table, attempts) <= target]
+    if reaching:
+        best = min(reaching, key=lambda i: (errors.get(ranked[i].id, float("inf")), i))
+        ranked.insert(size - 1, ranked.pop(best))
 
 
 def predicted_ratio(plan: list[Action], table: LatencyTable, attempts: list[Attempt] = ()) -> float:

@@ -104,6 +104,27 @@ def test_selection_mixes_methods_on_measured_latency(planned, monkeypatch):
     assert measured == pytest.approx(chosen.ratio, abs=1e-9)
 
 
+def test_the_last_cut_is_the_one_that_loses_least_among_those_reaching_the_target(planned):
+    _, planner, blocks, filters, _ = planned
+    backend = SimulatedBackend()
+    table = latency_table(backend, planner, blocks + filters, quiet=True)
+    first = max(filters, key=lambda a: table.savings[a.id])
+    small = min((a for a in filters if a.target != first.target), key=lambda a: table.savings[a.id])
+    big = max(blocks, key=lambda a: table.savings[a.id])
+    assert table.savings[big.id] > table.savings[small.id] > 0
+    # the first cut alone misses; with either the big block or the small channel cut after it, the plan gets there
+    target = table.start - table.savings[first.id] - 0.5 * table.savings[small.id]
+    ranked = [first, big, small]
+    plain = select(backend, planner, ranked, table, target=target)
+    assert [a.id for a in plain.actions] == [big.id, first.id]  # blocks come first in a plan
+    errors = {first.id: 0.2, big.id: 1.0, small.id: 0.1}
+    light = select(backend, planner, ranked, table, target=target, errors=errors)
+    assert {a.id for a in light.actions} == {first.id, small.id} and plain.ratio < light.ratio <= target
+    assert light.ranked == [first, small, big] and ranked == [first, big, small]  # the caller's list is kept
+    # when the least-losing cut is the one ranked next anyway, nothing moves
+    assert select(backend, planner, ranked, table, target=target, errors={**errors, big.id: 0.05}).ranked == ranked
+
+
 def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
     path, images = tiny
     result = accelerate(path, images, tmp_path / "out.onnx", target_latency=0.8, methods=["filters"],

@@ -46,14 +46,15 @@ def cut_and_recover(run: Run, table, target: float | None) -> tuple[tuple, Outco
     if target is not None:
         check_reachable(run.backend, run.planner, run.actions, target)
     ranked, scores, cached, count = rank(run, table, target)
+    errors = {key: score["error"] for kind in ("cuts", "blocks") for key, score in scores.get(kind, {}).items()}
     with run.stages("selection"):
-        selection = select(run.backend, run.planner, ranked, table, target=target, count=count)
+        selection = select(run.backend, run.planner, ranked, table, target=target, count=count, errors=errors)
         say(run.quiet, f"cutting {', '.join(a.id for a in selection.actions)}: measured ratio {selection.ratio:.3f}")
-    return (ranked, scores, cached), _recover_until_met(run, ranked, table, selection, target)
+    return (ranked, scores, cached), _recover_until_met(run, table, selection, target, errors)
 
 
-def _recover_until_met(run: Run, ranked: list[Action], table, selection: Selection,
-                       target: float | None) -> Outcome:
+def _recover_until_met(run: Run, table, selection: Selection, target: float | None,
+                       errors: dict[str, float]) -> Outcome:
     """Recover the selected plan and check the result against the target; after a confirmed miss, add the next
     ranked cut and recover again (TargetUnreachable when none is left, or when the machine is too noisy to tell)."""
     while True:
@@ -80,14 +81,14 @@ def _recover_until_met(run: Run, ranked: list[Action], table, selection: Selecti
             raise TargetUnreachable(f"latency target {target:.3f} could not be confirmed: the machine is too noisy "
                                     f"(final model with {', '.join(ids)} cut measured {check.describe()}; noise "
                                     f"threshold ±{run.settings.noise_threshold:.3f})")
-        if selection.size >= len(ranked):
+        if selection.size >= len(selection.ranked):
             raise TargetUnreachable(f"latency target {target:.3f} was not met: the final model with every cut "
                                     f"measured {check.describe()}")
         say(run.quiet, f"the recovered model measured {check.describe()} against a target of {target:.3f}: "
                         f"adding the next cut")
         with run.stages("selection"):
-            selection = select(run.backend, run.planner, ranked, table, target=target, start=selection.size + 1,
-                               attempts=selection.attempts)
+            selection = select(run.backend, run.planner, selection.ranked, table, target=target,
+                               start=selection.size + 1, attempts=selection.attempts, errors=errors)
 
 
 def _recover(run: Run, plan: list[Action]):
