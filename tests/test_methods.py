@@ -133,7 +133,7 @@ def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
     assert report["pruned"] and not report["dropped"] and report["target"]["met"]
     assert report["methods"] == ["filters"] and report["channel_scores"] and report["recoverability"] == {}
     for score in report["channel_scores"].values():
-        assert score["error"] >= 0 and score["error_pruned"] >= 0
+        assert score["error"] >= 0
     assert {"channels", "cut scores", "plan scores"} <= set(report["seconds"])
     assert sorted(report["single_cut_ranking"]) == sorted(report["ranking"])  # re-ranked, nothing lost
     written = onnx.load(str(tmp_path / "out.onnx"))
