@@ -25,10 +25,10 @@ class PlanError:
         reference = Teacher(planner.model, features, threads)(held)
         self.target = [reference[f] for f in features]
 
-    def __call__(self, actions: list[Action], refit_consumers: bool = True) -> float:
+    def __call__(self, actions: list[Action]) -> float:
         if not actions:
             return 0.0
-        model = self.planner.apply(actions, refit=refitter(self.planner, self.consumers) if refit_consumers else None)
+        model = self.planner.apply(actions, refit=refitter(self.planner, self.consumers))
         values = Teacher(model, self.features, self.threads)(self.held)
         return float(feature_error([values[f] for f in self.features], self.target))
 

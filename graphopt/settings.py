@@ -78,7 +78,7 @@ def check_settings(settings: AccelerateSettings) -> None:
     if not 0 < settings.noise_threshold < 1:
         raise GraphoptError(f"--noise-threshold is a relative noise, between 0 and 1 (got {settings.noise_threshold})")
     if not 0 <= settings.local_share < 1:
-        raise GraphoptError(f"--local-share is a share of recovery's time, from 0 up to 1 (got {settings.local_share})")
+        raise GraphoptError(f"local_share is a share of recovery's time, from 0 up to 1 (got {settings.local_share})")
     if settings.importance not in IMPORTANCE:
         raise GraphoptError(f"--importance must be one of {', '.join(IMPORTANCE)} (got {settings.importance})")
     if not settings.time_budget > 0:

@@ -42,7 +42,7 @@ class Planner:
         deepest: dict[tuple[str, str], Action] = {}
         for action in actions:
             if action.method == "blocks":
-                block = next(b for b in self.blocks if b.id == action.target)
+                block = self._block(action.target)
                 dropped.add(block.id)
                 inside.update(block.nodes)
             else:
@@ -130,7 +130,7 @@ class Planner:
         """Index of the last node the action changes (a block's join, a split node, a pruned group's last
         consumer)."""
         if action.method == "blocks":
-            return index[next(b for b in self.blocks if b.id == action.target).join]
+            return index[self._block(action.target).join]
         if action.method == "basis":
             return index[self.labels[action.target]]
         root = self.channels.group(action.target).root
@@ -145,10 +145,13 @@ class Planner:
         return {name for name, channels in self.channels.tensors.items()
                 if any(self.channels.table.find(s.group) in roots for s in channels.layout)}
 
+    def _block(self, block_id: str) -> Block:
+        return next(b for b in self.blocks if b.id == block_id)
+
     def _start(self, action: Action, index: dict[str, int]) -> tuple[int, str]:
         """(index of the first node the action changes, the tensor that node reads)."""
         if action.method == "blocks":
-            block = next(b for b in self.blocks if b.id == action.target)
+            block = self._block(action.target)
             return min(index[label] for label in [*block.nodes, block.join]), block.skip
         first = min(index[label] for label in self._made_by(action))
         return first, self.model.graph.node[first].input[0]
