@@ -1,6 +1,7 @@
-"""How much channel and basis cuts cost the features: the counterpart of block recoverability for the filters
-and basis methods (the same held-out relative feature error, so all cuts rank together). Channel cuts are scored
-after the closed-form refit of their consumers, which is how they will be recovered."""
+"""What cuts cost the network, measured without training: the held-out relative feature error (the counterpart of
+block recoverability for the filters and basis methods, so all cuts rank together) or, for models with class
+scores, the KL divergence of the cut model's class scores from the original's. Channel cuts are scored after the
+closed-form refit of their consumers, which is how they will be recovered."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,25 +17,35 @@ from graphopt.methods.plan import Planner
 
 
 class PlanError:
-    """Held-out relative feature error of plans of channel and basis cuts, consumers refit."""
+    """What a plan of cuts (consumers refit) costs on held-out images: the relative error of `features`, or with
+    `logits` (a graph output of class scores) the mean KL divergence of the plan's class distribution from the
+    original's, which weighs what the predictions depend on rather than every feature channel alike."""
 
     def __init__(self, planner: Planner, consumers: dict[str, Consumer], features: list[str], held: torch.Tensor,
-                 threads: int | None = None):
-        self.planner, self.consumers, self.features, self.held, self.threads = (planner, consumers, features, held,
-                                                                                threads)
-        reference = Teacher(planner.model, features, threads)(held)
-        self.target = [reference[f] for f in features]
+                 threads: int | None = None, logits: str | None = None):
+        self.planner, self.consumers, self.held, self.threads = planner, consumers, held, threads
+        self.tensors, self.logits = ([logits] if logits else features), logits is not None
+        reference = Teacher(planner.model, self.tensors, threads)(held)
+        self.target = [reference[name] for name in self.tensors]
 
     def __call__(self, actions: list[Action]) -> float:
         if not actions:
             return 0.0
         model = self.planner.apply(actions, refit=refitter(self.planner, self.consumers))
-        values = Teacher(model, self.features, self.threads)(self.held)
-        return float(feature_error([values[f] for f in self.features], self.target))
+        values = Teacher(model, self.tensors, self.threads)(self.held)
+        if self.logits:
+            return kl_divergence(values[self.tensors[0]], self.target[0])
+        return float(feature_error([values[name] for name in self.tensors], self.target))
+
+
+def kl_divergence(scores: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean KL(reference || scores) of the softmax distributions over classes, per image."""
+    reference, scores = reference.double().log_softmax(1), scores.double().log_softmax(1)
+    return float((reference.exp() * (reference - scores)).sum(1).mean())
 
 
 def score_cuts(error: PlanError, actions: list[Action], quiet: bool = False) -> dict[str, dict]:
-    """{action id: {"error"}}: held-out feature error of each cut alone, channel cuts after the refit of their
+    """{action id: {"error"}}: what each cut alone costs on held-out images, channel cuts after the refit of their
     consumers (how they will be recovered). Each cut is evaluated once: on Lite0 the scoring of every cut takes
     a fifth of the time budget, and what it does not take goes to recovery."""
     return {action.id: {"error": error([action])} for action in tqdm(actions, desc="cuts", disable=quiet)}

@@ -176,7 +176,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
         time_budget=args.time_budget, match_logits=args.match_logits, int8_recovery=args.int8_recovery,
         score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
-        batch_size=args.batch_size, importance=args.importance,
+        batch_size=args.batch_size, importance=args.importance, scoring=args.scoring,
         methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     try:
@@ -323,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which channels a group gives up first: first-order Taylor on the calibration images "
                         "(default; l1 for models without class scores), smallest L1 weight norm, or Dagger's "
                         "learned weight-based gates")
+    p.add_argument("--scoring", default="auto", choices=["auto", "kl", "recoverability"],
+                   help="what a cut costs: kl (the class scores' divergence from the original's on held-out images, "
+                        "cuts applied without training), recoverability (held-out feature error after adaptor "
+                        "training, PRACTISE), or auto (default: kl for models with class scores)")
     _add_preprocessing_options(p)
     _add_training_options(p)
     _add_latency_options(p)

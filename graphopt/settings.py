@@ -14,6 +14,8 @@ FINAL_RESERVE = 0.15  # of the whole budget, kept for quantizing, verifying and 
 RERANK_SLACK = 0.05  # cuts are re-ranked by plan error until predicted this far below the target
 DAGGER_SHARE = 0.1  # of the whole budget, for training Dagger's channel gates when --importance dagger
 IMPORTANCE = ("l1", "taylor", "dagger")  # channel importance criteria
+SCORING = ("auto", "kl", "recoverability")  # how cuts are scored; auto: kl for models with class scores
+KL_VIEWS = 3  # augmented views of each held-out image added to the images KL scoring measures on
 INT8_RECOVERY_SHARE = 0.4  # of the recovery time, for few-shot INT8 recovery after block recovery
 
 
@@ -29,6 +31,10 @@ class AccelerateSettings:
     # which channels a group gives up first: "taylor" (l1 for models without class scores), "l1" or "dagger";
     # measured on Lite0 (docs/importance_lite0.md): feature error after refit 0.27 taylor, 0.31 dagger, 0.50 l1
     importance: str = "taylor"
+    # what a cut costs: "kl" (class scores' KL divergence from the original's, every cut measured without
+    # training, plans re-measured together), "recoverability" (PRACTISE: held-out feature error after adaptor
+    # training for blocks, after the refit for channel cuts), or "auto" (kl where the model has class scores)
+    scoring: str = "auto"
     runtime: str = "onnxruntime"
     precision: str = "fp32"
     batch: int = 1
@@ -79,6 +85,8 @@ def check_settings(settings: AccelerateSettings) -> None:
         raise GraphoptError(f"--noise-threshold is a relative noise, between 0 and 1 (got {settings.noise_threshold})")
     if not 0 <= settings.local_share < 1:
         raise GraphoptError(f"local_share is a share of recovery's time, from 0 up to 1 (got {settings.local_share})")
+    if settings.scoring not in SCORING:
+        raise GraphoptError(f"--scoring must be one of {', '.join(SCORING)} (got {settings.scoring})")
     if settings.importance not in IMPORTANCE:
         raise GraphoptError(f"--importance must be one of {', '.join(IMPORTANCE)} (got {settings.importance})")
     if not settings.time_budget > 0:

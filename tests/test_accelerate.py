@@ -43,7 +43,8 @@ def test_cli_accelerate_writes_verified_model_and_report(tiny, tmp_path, capsys)
     assert _digest(model) == before, "the input model must not change"
     report = json.loads(report_path.read_text())
     assert len(report["dropped"]) == 2 and report["blocks"] == {"found": 6, "droppable": 4}
-    assert set(report["recoverability"]) == {"layer1.0", "layer1.1", "layer2.1", "layer3.1"}
+    assert report["scoring"] == "kl" and report["recoverability"] == {}  # the model has class scores
+    assert set(report["block_scores"]) == {"layer1.0", "layer1.1", "layer2.1", "layer3.1"}
     assert report["ranking"][:2] == sorted(report["ranking"][:2], key=report["ranking"].index)
     # --max-timing-seconds 0: no rounds are added for noise, so exactly --repeats runs are timed
     assert report["latency"]["base"]["runs"] == 3 and report["latency"]["ratio"] > 0
@@ -51,7 +52,7 @@ def test_cli_accelerate_writes_verified_model_and_report(tiny, tmp_path, capsys)
     assert report["feature_error"]["after_recovery"] <= report["feature_error"]["before_recovery"]
     assert report["feature_error"]["lr"] in LR_CANDIDATES  # picked by the probes, no --lr given
     assert 0 <= report["agreement_top1"] <= 1
-    assert {"load", "latency table", "recoverability", "selection", "recovery", "verify"} <= set(report["seconds"])
+    assert {"load", "latency table", "cut scores", "selection", "recovery", "verify"} <= set(report["seconds"])
     assert report["versions"]["onnxruntime"] and report["calibration"]["images"] == 12
 
     written = onnx.load(str(out))
@@ -91,7 +92,7 @@ def test_recovery_write_back_matches_trained_pytorch(tiny):
 def test_api_with_torch_module_and_cache(tiny, tmp_path):
     _, images = tiny
     options = dict(drop=1, score_iterations=2, recover_iterations=2, repeats=2, warmup=1, min_seconds=0,
-                   max_timing_seconds=0, threads=1,
+                   max_timing_seconds=0, threads=1, scoring="recoverability",
                    cache_dir=str(tmp_path / "cache"))
     first = graphopt.accelerate(zoo.tiny_resnet(), images, example_input=torch.randn(1, 3, 16, 16), quiet=True,
                                 **options)

@@ -197,12 +197,12 @@ def test_symlink_loops_in_the_calibration_folder_are_not_followed(tiny, tmp_path
 def test_corrupted_cache_is_recomputed(tiny, tmp_path, capsys):
     c = _Case(*tiny, tmp_path)
     cache = tmp_path / "cache"
-    first = _run_ok(capsys, c, c.images, "--cache-dir", cache)
+    first = _run_ok(capsys, c, c.images, "--cache-dir", cache, "--scoring", "recoverability")
     entries = list(cache.rglob("*.json"))
     assert entries
     for entry in entries:
         entry.write_text("{not json")
-    second = _run_ok(capsys, c, c.images, "--cache-dir", cache)
+    second = _run_ok(capsys, c, c.images, "--cache-dir", cache, "--scoring", "recoverability")
     assert not second["recoverability_cached"]
     errors = [{block: score["error"] for block, score in run["recoverability"].items()} for run in (first, second)]
     assert errors[0] == errors[1]  # recomputed alike (scores also hold latency savings, which are re-measured)

@@ -213,3 +213,20 @@ def test_results_page_carries_every_methods_study_summary(tmp_path):
     assert "| blocks | 3 | 0.9000 (0.8900–0.9100) | 0.640 (0.600–0.700) |" in lines
     assert any("basis (seed 0): every cut at once measures 0.994" in line for line in lines)
     assert not any("methods_y" in line for line in lines)
+
+
+def test_scoring_study_picks_each_measures_best_eligible_plan_and_ranks_against_quality():
+    from tools.bench_scoring import summarise
+    rows = [{"dropped": ["a"], "macs_share": 0.1, "kl_held": 0.1, "kl_all": 0.1, "feature_held": 0.3, "quality": 0.9},
+            {"dropped": ["b", "c"], "macs_share": 0.2, "kl_held": 0.3, "kl_all": 0.4, "feature_held": 0.1,
+             "quality": 0.7},
+            {"dropped": ["a", "c"], "macs_share": 0.2, "kl_held": 0.2, "kl_all": 0.2, "feature_held": 0.2,
+             "quality": 0.8}]
+    summary = {s["measure"]: s for s in summarise(rows, min_macs=0.15)}
+    # kl_held orders the plans exactly as quality does; feature_held exactly the other way
+    assert summary["kl_held"]["spearman"] == pytest.approx(1.0)
+    assert summary["feature_held"]["spearman"] == pytest.approx(-1.0)
+    # the single-block plan is not eligible (too small a cut), so each measure picks among the other two
+    assert summary["kl_held"]["picks"] == ["a", "c"] and summary["feature_held"]["picks"] == ["b", "c"]
+    assert summary["oracle (quality itself)"]["picks"] == ["a", "c"]
+    assert summary["oracle (quality itself)"]["picked_quality"] == 0.8

@@ -6,16 +6,19 @@ import onnx
 import pytest
 import torch
 
+from graphopt.calibration.cut_scores import kl_divergence
 from graphopt.calibration.dataset import load_calibration
 from graphopt.calibration.refit import consumer_statistics, refit
 from graphopt.calibration.teacher import Teacher
 from graphopt.errors import GraphoptError
+from graphopt.features import feature_tensors
 from graphopt.methods import Action
 from graphopt.methods.blocks import block_actions
 from graphopt.methods.filters import filter_actions
 from graphopt.pipeline import accelerate
 from graphopt import selection
 from graphopt.selection import latency_table, select
+from graphopt.subgraph import with_outputs
 from tests.fake_latency import SimulatedBackend
 from tests.helpers import FAST_ACCELERATE, planner_for, run_onnx
 
@@ -140,6 +143,46 @@ def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
     onnx.checker.check_model(written, full_check=True)
     x = torch.randn(3, 3, 16, 16).numpy()
     assert run_onnx(written, x).shape == (3, 10)
+
+
+def test_kl_scoring_measures_every_cut_on_class_scores_without_training(tiny):
+    path, images = tiny
+    result = accelerate(path, images, target_latency=0.8, backend=SimulatedBackend(), **FAST)
+    report = result.report
+    assert report["scoring"] == "kl" and report["recoverability"] == {}  # auto: the model has class scores
+    assert "recoverability" not in report["seconds"] and "plan scores" in report["seconds"]
+    droppable = {b.id for b in planner_for(path)[2].blocks if b.droppable}
+    assert set(report["block_scores"]) == droppable and report["channel_scores"]
+    for score in [*report["block_scores"].values(), *report["channel_scores"].values()]:
+        assert score["error"] > 0  # every cut changes the class scores of real images
+    assert sorted(report["single_cut_ranking"]) == sorted(report["ranking"])
+    plain = accelerate(path, images, target_latency=0.8, backend=SimulatedBackend(), scoring="recoverability",
+                       **FAST).report
+    assert plain["scoring"] == "recoverability" and set(plain["recoverability"]) == droppable
+    assert plain["block_scores"] == {}
+
+
+def test_kl_scoring_needs_class_scores(tiny):
+    path, images = tiny
+    model = onnx.load(str(path))
+    trunk = with_outputs(model, feature_tensors(model))
+    del trunk.graph.output[0]  # a feature extractor: no class scores to compare
+    trunk = onnx.utils.Extractor(trunk).extract_model([i.name for i in trunk.graph.input],
+                                                       [o.name for o in trunk.graph.output])
+    with pytest.raises(GraphoptError, match="--scoring kl needs class scores"):
+        accelerate(trunk, images, target_latency=0.8, scoring="kl", backend=SimulatedBackend(), **FAST)
+    with pytest.raises(GraphoptError, match="--scoring must be one of"):
+        accelerate(path, images, target_latency=0.8, scoring="vibes", **FAST)
+
+
+def test_kl_divergence_is_zero_only_for_the_same_class_distribution():
+    reference = torch.randn(6, 10)
+    assert kl_divergence(reference, reference) == pytest.approx(0.0, abs=1e-12)
+    assert kl_divergence(reference + 3.0, reference) == pytest.approx(0.0, abs=1e-12)  # softmax ignores a shift
+    other = torch.randn(6, 10)
+    expected = torch.nn.functional.kl_div(other.log_softmax(1), reference.log_softmax(1), log_target=True,
+                                          reduction="batchmean")
+    assert kl_divergence(other, reference) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_methods_are_checked(tiny):

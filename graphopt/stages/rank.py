@@ -6,33 +6,43 @@ from pathlib import Path
 from graphopt import __version__
 from graphopt.blocks import Block
 from graphopt.cache import ScoreCache, cache_key, default_dir
+from graphopt.errors import GraphoptError
+from graphopt.features import class_scores
 from graphopt.methods import Action
 from graphopt.ranking import rerank_by_plan
 from graphopt.selection import predicted_ratio
-from graphopt.settings import ADAPTOR_LR, FINAL_RESERVE, RERANK_SLACK, SCORING_SHARE, AccelerateSettings
+from graphopt.settings import (ADAPTOR_LR, FINAL_RESERVE, KL_VIEWS, RERANK_SLACK, SCORING_SHARE,
+                               AccelerateSettings)
 from graphopt.stages.state import Run, say
 
 
 def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, bool, int | None]:
     """(cuts best to lose first, their scores, whether block scores came from the cache, how many to cut).
 
-    Every cut is scored by the held-out feature error the network keeps without it (blocks: after training
-    adaptors, PRACTISE; channel and basis cuts: after the least-squares refit of their consumers), divided by the
-    milliseconds it saves. With a target, channel and basis cuts are then re-ranked by what they cost together
-    (graphopt/ranking.py)."""
+    Every cut is scored by what the network loses without it, divided by the milliseconds it saves. By KL (models
+    with class scores, unless --scoring says otherwise): the class scores' KL divergence from the original's on
+    held-out images, each cut applied without training (channel cuts after the refit of their consumers). By
+    recoverability: held-out feature error, blocks after training adaptors (PRACTISE), channel and basis cuts
+    after the refit. With a target, the cuts a plan is re-measured for are then re-ranked by what they cost
+    together (graphopt/ranking.py): every cut by KL, channel and basis cuts by recoverability."""
     settings = run.settings
     if run.given:
         return run.given, {}, False, len(run.given)
-    errors, scores, cached, plan_error = {}, {}, False, None
-    cuts = [a for a in run.actions if a.method != "blocks"]
+    logits = class_scores(run.original, run.features)
+    by_kl = settings.scoring == "kl" or (settings.scoring == "auto" and logits is not None)
+    if by_kl and logits is None:
+        raise GraphoptError("--scoring kl needs class scores: the model's first output is not a (batch, classes) "
+                            "score vector")
+    blocks = [] if by_kl else run.droppable if any(a.method == "blocks" for a in run.actions) else []
+    cuts = [a for a in run.actions if by_kl or a.method != "blocks"]
+    errors, scores, cached, plan_error = {}, {"scoring": "kl" if by_kl else "recoverability"}, False, None
     if cuts:
         from graphopt.calibration.cut_scores import PlanError, score_cuts
         with run.stages("cut scores"):
             plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
-                                   run.held.tensors(), settings.threads)
+                                   _scoring_images(run, by_kl), settings.threads, logits if by_kl else None)
             scores["cuts"] = score_cuts(plan_error, cuts, run.quiet)
         errors.update((key, score["error"]) for key, score in scores["cuts"].items())
-    blocks = run.droppable if any(a.method == "blocks" for a in run.actions) else []
     if blocks:
         with run.stages("recoverability"):
             seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(blocks)
@@ -48,8 +58,19 @@ def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, boo
         with run.stages("plan scores"):
             scores["single_cut_ranking"] = [a.id for a in ranked]
             ranked = rerank_by_plan(ranked, errors, saved_ms, plan_error, enough,
-                                    joins=lambda action: action.method != "blocks")
+                                    joins=lambda action: by_kl or action.method != "blocks")
     return ranked, scores, cached, settings.drop
+
+
+def _scoring_images(run: Run, by_kl: bool):
+    """The held-out images cuts are scored on; for KL, with KL_VIEWS augmented views of each beside them: a class
+    distribution from a dozen images ranks cuts by chance more often than one from four views of each."""
+    images = run.held.tensors()
+    if not by_kl or run.held.preprocess is None:  # samples that are not images are not augmented
+        return images
+    import torch
+    generator = torch.Generator().manual_seed(run.settings.seed)
+    return torch.cat([images, *(run.held.augmented(generator) for _ in range(KL_VIEWS))])
 
 
 def _recoverability(original, droppable: list[Block], features, train, held, settings: AccelerateSettings,

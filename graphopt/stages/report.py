@@ -29,7 +29,9 @@ class Report:
     channel_groups: list[dict] | None
     candidates: list[dict]  # every cut on offer: id, method, share of multiply-adds removed
     latency_table: dict
-    recoverability: dict  # block id -> held-out error after adaptor training
+    scoring: str  # what ranked the cuts: "kl" or "recoverability" (or "given" for --blocks)
+    block_scores: dict  # block id -> KL divergence of class scores with the block dropped (kl scoring)
+    recoverability: dict  # block id -> held-out error after adaptor training (recoverability scoring)
     recoverability_cached: bool
     channel_scores: dict  # channel cut id -> held-out error alone and after refit
     basis_scores: dict  # basis cut id -> held-out error
@@ -70,7 +72,9 @@ def build_report(run: Run, calib, table, ranking: tuple, outcome: Outcome, targe
         blocks={"found": len(run.blocks), "droppable": len(run.droppable)},
         channel_groups=None if run.channels is None else [g.to_dict() for g in run.channels.groups],
         candidates=[{"id": a.id, "method": a.method, "macs_share": a.macs_share} for a in run.actions],
-        latency_table=table.to_dict(), recoverability=scores.get("blocks", {}), recoverability_cached=cached,
+        latency_table=table.to_dict(), scoring=scores.get("scoring", "given"),
+        block_scores=_scores_of(scores, run.actions, "blocks"), recoverability=scores.get("blocks", {}),
+        recoverability_cached=cached,
         channel_scores=_scores_of(scores, run.actions, "filters"),
         basis_scores=_scores_of(scores, run.actions, "basis"),
         ranking=[a.id for a in outcome.selection.ranked or ranked],
