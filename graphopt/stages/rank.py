@@ -28,11 +28,8 @@ def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, boo
     settings = run.settings
     if run.given:
         return run.given, {}, False, len(run.given)
-    logits = class_scores(run.original, run.features)
-    by_kl = settings.scoring == "kl" or (settings.scoring == "auto" and logits is not None)
-    if by_kl and logits is None:
-        raise GraphoptError("--scoring kl needs class scores: the model's first output is not a (batch, classes) "
-                            "score vector")
+    logits = _kl_scores(run)
+    by_kl = logits is not None
     blocks = [] if by_kl else run.droppable if any(a.method == "blocks" for a in run.actions) else []
     cuts = [a for a in run.actions if by_kl or a.method != "blocks"]
     errors, scores, cached, plan_error = {}, {"scoring": "kl" if by_kl else "recoverability"}, False, None
@@ -40,7 +37,7 @@ def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, boo
         from graphopt.calibration.cut_scores import PlanError, score_cuts
         with run.stages("cut scores"):
             plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
-                                   _scoring_images(run, by_kl), settings.threads, logits if by_kl else None)
+                                   _scoring_images(run, by_kl), settings.threads, logits)
             scores["cuts"] = score_cuts(plan_error, cuts, run.quiet)
         errors.update((key, score["error"]) for key, score in scores["cuts"].items())
     if blocks:
@@ -62,9 +59,18 @@ def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, boo
     return ranked, scores, cached, settings.drop
 
 
+def _kl_scores(run: Run) -> str | None:
+    """The class-score output KL scoring compares, or None when cuts are scored by recoverability."""
+    logits = class_scores(run.original, run.features)
+    if run.settings.scoring == "kl" and logits is None:
+        raise GraphoptError("--scoring kl needs class scores: the model's first output is not a (batch, classes) "
+                            "score vector")
+    return logits if run.settings.scoring in ("kl", "auto") else None
+
+
 def _scoring_images(run: Run, by_kl: bool):
-    """The held-out images cuts are scored on; for KL, with KL_VIEWS augmented views of each beside them: a class
-    distribution from a dozen images ranks cuts by chance more often than one from four views of each."""
+    """The held-out images cuts are scored on; for KL, with KL_VIEWS augmented views of each beside them, so the
+    class distributions compared come from four crops of each image rather than one (cheap: no training)."""
     images = run.held.tensors()
     if not by_kl or run.held.preprocess is None:  # samples that are not images are not augmented
         return images
