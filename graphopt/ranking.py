@@ -1,7 +1,8 @@
 """Ranking cuts by what they cost together, not only alone.
 
-Single-cut scores (held-out feature error per millisecond saved) miss how cuts interact: two channel cuts that
-each cost little can cost much together, most of all where one changes what the other's refit was solved for.
+Single-cut scores (held-out cost per millisecond saved: KL of class scores or feature error) miss how cuts
+interact: two cuts that each cost little can cost much together (adjacent blocks on Lite0 compound), most of all
+where one changes what the other's refit was solved for.
 `rerank_by_plan` walks the single-cut ranking lazily (CELF-style greedy): a candidate's cost is re-measured as the
 rise in the plan's error when it joins the cuts accepted so far; if that re-measured cost per millisecond is no
 longer the best, the candidate goes back in line and the next one is looked at. Only as many cuts as the target
