@@ -24,7 +24,7 @@ class PlanError:
     def __init__(self, planner: Planner, consumers: dict[str, Consumer], features: list[str], held: torch.Tensor,
                  threads: int | None = None, logits: str | None = None):
         self.planner, self.consumers, self.held, self.threads = planner, consumers, held, threads
-        self.tensors, self.logits = ([logits] if logits else features), logits is not None
+        self.tensors, self.logits = ([logits] if logits else features), logits
         reference = Teacher(planner.model, self.tensors, threads)(held)
         self.target = [reference[name] for name in self.tensors]
 
@@ -34,7 +34,7 @@ class PlanError:
         model = self.planner.apply(actions, refit=refitter(self.planner, self.consumers))
         values = Teacher(model, self.tensors, self.threads)(self.held)
         if self.logits:
-            return kl_divergence(values[self.tensors[0]], self.target[0])
+            return kl_divergence(values[self.logits], self.target[0])
         return float(feature_error([values[name] for name in self.tensors], self.target))
 
 

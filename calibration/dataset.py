@@ -50,6 +50,15 @@ class CalibrationSet:
         Tensors other than images are not augmented: they come back as they are."""
         return self.preprocess.augment(self.data, generator) if self.preprocess else self.data
 
+    def with_views(self, views: int, seed: int = 0) -> torch.Tensor:
+        """The deterministic inputs followed by `views` seeded augmented copies of every sample; samples that are
+        not images are not augmented, so they come back once."""
+        images = self.tensors()
+        if self.preprocess is None or views < 1:
+            return images
+        generator = torch.Generator().manual_seed(seed)
+        return torch.cat([images, *(self.augmented(generator) for _ in range(views))])
+
     def split(self, holdout_fraction: float, seed: int = 0) -> tuple[CalibrationSet, CalibrationSet]:
         """(train, held-out) by source file, at least one file in each; the same seed gives the same split.
 

@@ -237,6 +237,7 @@ def test_npy_folder_is_cast_to_the_input_dtype_and_shape_checked(tmp_path, model
     assert x.dtype == torch.float32 and x.shape == (3, 3, 32, 32)
     np.testing.assert_allclose(x.numpy(), np.stack(samples).astype(np.float32))
     assert torch.equal(calib.augmented(torch.Generator().manual_seed(0)), x)
+    assert torch.equal(calib.with_views(3), x)  # samples that are not images come back once, not four times
     np.save(tmp_path / "s3.npy", np.zeros((1, 3, 32, 32)))
     with pytest.raises(GraphoptError) as error:
         load_calibration(tmp_path, models["rgb"])
@@ -339,3 +340,14 @@ def test_feeds_respect_a_fixed_batch(ten_images, models):
         next(calib.feeds(4))
     with pytest.raises(GraphoptError, match="fixed batch of 2; the calibration set has only 1 samples"):
         next(calib.split(0.1)[1].feeds())
+
+
+def test_views_follow_the_images_and_repeat_with_the_seed(tmp_path, models):
+    for i in range(3):
+        Image.fromarray(_rgb(40, 48)).save(tmp_path / f"p{i}.png")
+    calib = load_calibration(tmp_path, models["rgb"])
+    views = calib.with_views(2, seed=5)
+    assert views.shape == (9, 3, 32, 32) and torch.equal(views[:3], calib.tensors())
+    assert not torch.equal(views[3:6], views[6:9])  # two different crops of each image
+    assert torch.equal(views, calib.with_views(2, seed=5)) and not torch.equal(views, calib.with_views(2, seed=6))
+    assert torch.equal(calib.with_views(0), calib.tensors())

@@ -30,7 +30,8 @@ def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, boo
         return run.given, {}, False, len(run.given)
     logits = _kl_scores(run)
     by_kl = logits is not None
-    blocks = [] if by_kl else run.droppable if any(a.method == "blocks" for a in run.actions) else []
+    searches_blocks = any(a.method == "blocks" for a in run.actions)
+    blocks = run.droppable if searches_blocks and not by_kl else []  # trained for recoverability
     cuts = [a for a in run.actions if by_kl or a.method != "blocks"]
     errors, scores, cached, plan_error = {}, {"scoring": "kl" if by_kl else "recoverability"}, False, None
     if cuts:
@@ -71,12 +72,7 @@ def _kl_scores(run: Run) -> str | None:
 def _scoring_images(run: Run, by_kl: bool):
     """The held-out images cuts are scored on; for KL, with KL_VIEWS augmented views of each beside them, so the
     class distributions compared come from four crops of each image rather than one (cheap: no training)."""
-    images = run.held.tensors()
-    if not by_kl or run.held.preprocess is None:  # samples that are not images are not augmented
-        return images
-    import torch
-    generator = torch.Generator().manual_seed(run.settings.seed)
-    return torch.cat([images, *(run.held.augmented(generator) for _ in range(KL_VIEWS))])
+    return run.held.with_views(KL_VIEWS if by_kl else 0, run.settings.seed)
 
 
 def _recoverability(original, droppable: list[Block], features, train, held, settings: AccelerateSettings,
