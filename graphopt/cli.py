@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from graphopt import __version__
 from graphopt.errors import GraphoptError, TargetUnreachable
 from graphopt.runtime.base import TimingSettings
-from graphopt.settings import LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
+from graphopt.settings import IMPORTANCE, LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
 
 if TYPE_CHECKING:
     import onnx
@@ -319,10 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
                                      "filters (prune channel groups), basis (split convs through fewer bases of their "
                                      "output space); default: blocks,filters")
-    p.add_argument("--importance", default="taylor", choices=["l1", "taylor", "dagger"],
+    p.add_argument("--importance", default="taylor", choices=list(IMPORTANCE),
                    help="which channels a group gives up first: first-order Taylor on the calibration images "
-                        "(default; l1 for models without class scores), smallest L1 weight norm, or Dagger's "
-                        "learned weight-based gates")
+                        "(default; l1 for models without class scores), smallest L1 weight norm, Dagger's "
+                        "learned weight-based gates, or refit: those the least-squares refit of their consumers "
+                        "restores best, chosen greedily")
     p.add_argument("--scoring", default="auto", choices=["auto", "kl", "recoverability"],
                    help="what a cut costs: kl (the class scores' divergence from the original's on held-out images, "
                         "cuts applied without training), recoverability (held-out feature error after adaptor "

@@ -39,6 +39,8 @@ VARIANTS = {
     "joint-recoverability": {"methods": ["blocks", "filters"], "importance": "taylor", "scoring": "recoverability"},
     "joint-l1": {"methods": ["blocks", "filters"], "importance": "l1"},
     "joint-dagger": {"methods": ["blocks", "filters"], "importance": "dagger"},
+    "joint-refit": {"methods": ["blocks", "filters"], "importance": "refit"},
+    "filters-refit": {"methods": ["filters"], "importance": "refit"},
     "basis": {"methods": ["basis"]},
     "blocks+basis": {"methods": ["blocks", "basis"]},
     "joint-all": {"methods": ["blocks", "filters", "basis"], "importance": "taylor"},

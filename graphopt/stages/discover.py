@@ -34,6 +34,7 @@ class Found:
     channels: ChannelAnalysis | None  # channel groups, when the filters method is on
     orders: dict[str, np.ndarray]  # each prunable group's channels, most important first
     bases: dict[str, Basis]  # how each node the basis method may split is split
+    consumers: dict | None  # input statistics of the pruned groups' consumers, when the channel order needed them
     actions: list[Action]  # every candidate cut of the methods chosen
     methods: tuple[str, ...]
 
@@ -52,11 +53,11 @@ def discover(loaded: Loaded, settings: AccelerateSettings, clock: StageClock, qu
         if given:
             DropBlocks(given)  # refuses blocks that cannot be dropped
     actions = block_actions(droppable) if "blocks" in methods else []
-    channels, orders = None, {}
+    channels, orders, consumers = None, {}, None
     if "filters" in methods:
         with clock("channels"):
             channels = find_channel_groups(original, shapes, fixed=features)
-            orders = _channel_orders(settings, original, shapes, channels, features, train)
+            orders, consumers = _channel_orders(settings, original, shapes, channels, features, train)
             actions += filter_actions(original, shapes, channels, orders)
     bases = {}
     if "basis" in methods:
@@ -71,22 +72,29 @@ def discover(loaded: Loaded, settings: AccelerateSettings, clock: StageClock, qu
     if not actions and not quantize:
         raise GraphoptError(f"nothing to accelerate: the model has no "
                             f"{' and no '.join(_NOTHING[m] for m in methods)}")
-    return Found(blocks, droppable, features, given, channels, orders, bases, actions, methods)
+    return Found(blocks, droppable, features, given, channels, orders, bases, consumers, actions, methods)
 
 
 def _channel_orders(settings: AccelerateSettings, original: onnx.ModelProto, shapes, channels: ChannelAnalysis,
-                    features: list[str], train) -> dict:
-    """Each prunable group's channels, most important first, by the criterion the settings name."""
+                    features: list[str], train) -> tuple[dict, dict | None]:
+    """Each prunable group's channels, most important first, by the criterion the settings name; with the input
+    statistics of the groups' consumers when the criterion gathered them (the refit needs them again later)."""
     scores = class_scores(original, features)
     if settings.importance == "l1" or not channels.prunable or (settings.importance == "taylor" and not scores):
-        return l1_order(original, channels)
-    if settings.importance == "taylor":
+        return l1_order(original, channels), None
+    if settings.importance in ("taylor", "refit"):
         from graphopt.calibration.taylor import taylor_order
-        return taylor_order(original, channels, scores, train.tensors())
+        orders = taylor_order(original, channels, scores, train.tensors()) if scores else l1_order(original, channels)
+        if settings.importance == "taylor":
+            return orders, None
+        from graphopt.calibration.refit import consumer_statistics
+        from graphopt.calibration.refit_order import refit_order
+        consumers = consumer_statistics(original, channels, train.tensors(), settings.threads, settings.seed)
+        return refit_order(channels, consumers, orders), consumers
     from graphopt.calibration.dagger import dagger_order
     share = min(0.95, max(0.3, settings.target_latency or 0.8))
     return dagger_order(original, shapes, channels, features, train, share, DAGGER_SHARE * 60 * settings.time_budget,
-                        settings.batch_size, settings.seed, settings.threads)
+                        settings.batch_size, settings.seed, settings.threads), None
 
 
 _NOTHING = {"blocks": "droppable residual blocks", "filters": "prunable channel groups",

@@ -36,4 +36,4 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
     given = block_actions(found.given) if found.given else None
     return Run(settings, loaded.original, loaded.calibration, loaded.train, loaded.held, found.blocks,
                found.droppable, found.channels, planner, found.actions, found.features, given, backend, int8, clock,
-               quiet, deadline, found.methods)
+               quiet, deadline, found.methods, found.consumers)
