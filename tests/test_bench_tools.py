@@ -230,3 +230,37 @@ def test_scoring_study_picks_each_measures_best_eligible_plan_and_ranks_against_
     assert summary["kl_held"]["picks"] == ["a", "c"] and summary["feature_held"]["picks"] == ["b", "c"]
     assert summary["oracle (quality itself)"]["picks"] == ["a", "c"]
     assert summary["oracle (quality itself)"]["picked_quality"] == 0.8
+
+
+def test_ceiling_search_reaches_the_target_with_the_cuts_that_lose_least_quality(tiny):
+    """The oracle search on the tiny ResNet with a simulated backend: the plan it returns is predicted to reach the
+    target, its quality is the quality function's figure for that plan, and its first cut is the one losing least
+    per millisecond alone."""
+    import time
+    from graphopt.selection import latency_table, predicted_ratio
+    from graphopt.settings import AccelerateSettings
+    from graphopt.stages.prepare import prepare
+    from tests.fake_latency import SimulatedBackend
+    from tests.helpers import run_onnx
+    from tools.bench_ceiling import search
+    path, images = tiny
+    settings = AccelerateSettings(methods=["blocks", "filters"], importance="l1", threads=1, target_latency=0.8)
+    run = prepare(str(path), None, str(images), settings, SimulatedBackend(), True, time.monotonic() + 600)
+    x = run.calibration.tensors().numpy()
+    reference = run_onnx(run.original, x).argmax(1)
+
+    class Bench:
+        @staticmethod
+        def quality(model):
+            return {"top1": float((run_onnx(model, x).argmax(1) == reference).mean())}
+
+    table = latency_table(run.backend, run.planner, run.actions, quiet=True)
+    result = search(Bench, run, table, 0.8, ["blocks"])
+    assert result["plan"] and all(not cut.count("@") for cut in result["plan"])
+    plan = [a for a in run.actions if a.id in result["plan"]]
+    assert predicted_ratio(plan, table) <= 0.8 or len(plan) == len(run.droppable)
+    assert result["quality"] == Bench.quality(run.planner.apply(plan))["top1"]
+    first = result["single_cuts"][0]
+    assert first["cut"] in {b.id for b in run.droppable}
+    assert all((1 - first["quality"]) / first["saved_ms"] <= (1 - c["quality"]) / max(c["saved_ms"], 1e-3)
+               for c in result["single_cuts"])

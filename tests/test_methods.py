@@ -128,6 +128,26 @@ def test_the_last_cut_is_the_one_that_loses_least_among_those_reaching_the_targe
     assert select(backend, planner, ranked, table, target=target, errors={**errors, big.id: 0.05}).ranked == ranked
 
 
+def test_a_plan_with_room_below_the_target_gives_back_the_cut_it_does_not_need(planned):
+    _, planner, blocks, filters, _ = planned
+    backend = SimulatedBackend()
+    table = latency_table(backend, planner, blocks + filters, quiet=True)
+    big = max(blocks, key=lambda a: table.savings[a.id])
+    inside = set(planner._block(big.target).nodes)
+    small = min((a for a in filters if not set(planner.channels.group(a.target).producers) & inside),
+                key=lambda a: table.savings[a.id])
+    assert table.savings[big.id] > table.savings[small.id] > 0
+    # the small cut alone misses; with the big block after it the plan overshoots by more than the small one saves
+    target = table.start - (table.savings[big.id] + table.savings[small.id]) / 2
+    errors = {small.id: 0.3, big.id: 0.5}
+    plain = select(backend, planner, [small, big], table, target=target)
+    assert {a.id for a in plain.actions} == {small.id, big.id}
+    trimmed = select(backend, planner, [small, big], table, target=target, errors=errors)
+    assert [a.id for a in trimmed.actions] == [big.id] and plain.ratio < trimmed.ratio <= target
+    assert trimmed.attempts[-1].actions == [big.id] and trimmed.size == 2  # measured; a later miss adds from 3
+    assert backend.compare(planner.model, planner.apply(trimmed.actions)).ratio == pytest.approx(trimmed.ratio)
+
+
 def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
     path, images = tiny
     result = accelerate(path, images, tmp_path / "out.onnx", target_latency=0.8, methods=["filters"],
