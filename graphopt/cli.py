@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -365,7 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a reader that went away is seen here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `graphopt channels m.onnx --json | head`: the reader stopped reading; end quietly, as a tool killed by
+        # SIGPIPE would, with stdout pointed at /dev/null so the final flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except GraphoptError as exc:
         print(f"graphopt: error: {exc}", file=sys.stderr)
         return exc.exit_code

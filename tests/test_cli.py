@@ -1,5 +1,6 @@
 """The command line: output formats, exit codes, and bad input that never leaves a file behind."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,17 @@ def test_console_entry_points(model_file):
         assert len(json.loads(done.stdout)["blocks"]) == 8
     done = subprocess.run([script, "blocks", "nope.onnx"], capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr == "graphopt: error: model not found: nope.onnx\n"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(model_file, monkeypatch, capfd):
+    """`graphopt channels m.onnx --json | head -c 20` where head has gone when the output is written: exit 141 as
+    a tool killed by SIGPIPE, with no traceback."""
+    from graphopt.cli import main
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: writing to `write` fails with EPIPE
+    stream = open(write, "w")
+    monkeypatch.setattr(sys, "stdout", stream)
+    code = main(["channels", str(model_file), "--json"])
+    stream.close()  # the buffered rest goes to /dev/null now, not to the closed pipe
+    assert code == 141
+    assert "Traceback" not in capfd.readouterr().err
