@@ -76,7 +76,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         say(quiet, f"timing {describe_actions(run.actions)} on {run.backend.name} at batch {settings.batch}")
         table = latency_table(run.backend, run.planner, run.actions, quiet, start=run.int8)
         target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
-    outcome, ranking = int8_alone(run, table, target), ([], {}, False)
+    outcome, ranking = int8_alone(run, table, target), None
     if outcome is None:
         ranking, outcome = cut_and_recover(run, table, target)
     if output is not None:

@@ -1,6 +1,7 @@
 """The rank stage: every cut scored by what the network loses without it, per millisecond it saves."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from graphopt import __version__
@@ -16,8 +17,27 @@ from graphopt.settings import (ADAPTOR_LR, FINAL_RESERVE, KL_VIEWS, RERANK_SLACK
 from graphopt.stages.state import Run, say
 
 
-def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, bool, int | None]:
-    """(cuts best to lose first, their scores, whether block scores came from the cache, how many to cut).
+@dataclass
+class Ranking:
+    """What the rank stage hands on: the cuts, best to lose first, and what ranked them."""
+
+    ranked: list[Action]
+    scoring: str  # "kl", "recoverability", or "given" (--blocks / --drop: nothing scored)
+    cut_scores: dict[str, dict] = field(default_factory=dict)  # cut id -> {"error"}, every cut measured untrained
+    block_recoverability: dict[str, dict] = field(default_factory=dict)  # block id -> score after adaptor training
+    cached: bool = False  # the block recoverability scores came from the cache
+    count: int | None = None  # how many cuts to make (--drop / --blocks); None: as many as the target needs
+    single_cut_ranking: list[str] | None = None  # the order before cuts were re-ranked by what they cost together
+
+    @property
+    def errors(self) -> dict[str, float]:
+        """What the network loses with each cut alone, whichever way it was scored."""
+        return {key: score["error"] for scores in (self.cut_scores, self.block_recoverability)
+                for key, score in scores.items()}
+
+
+def rank(run: Run, table, target: float | None) -> Ranking:
+    """The cuts best to lose first, with their scores.
 
     Every cut is scored by what the network loses without it, divided by the milliseconds it saves. By KL (models
     with class scores, unless --scoring says otherwise): the class scores' KL divergence from the original's on
@@ -27,37 +47,37 @@ def rank(run: Run, table, target: float | None) -> tuple[list[Action], dict, boo
     together (graphopt/ranking.py): every cut by KL, channel and basis cuts by recoverability."""
     settings = run.settings
     if run.given:
-        return run.given, {}, False, len(run.given)
+        return Ranking(run.given, "given", count=len(run.given))
     logits = _kl_scores(run)
     by_kl = logits is not None
     searches_blocks = any(a.method == "blocks" for a in run.actions)
     blocks = run.droppable if searches_blocks and not by_kl else []  # trained for recoverability
     cuts = [a for a in run.actions if by_kl or a.method != "blocks"]
-    errors, scores, cached, plan_error = {}, {"scoring": "kl" if by_kl else "recoverability"}, False, None
+    ranking = Ranking([], "kl" if by_kl else "recoverability", count=settings.drop)
+    plan_error = None
     if cuts:
         from graphopt.calibration.cut_scores import PlanError, score_cuts
         with run.stages("cut scores"):
             plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
                                    _scoring_images(run, by_kl), settings.threads, logits)
-            scores["cuts"] = score_cuts(plan_error, cuts, run.quiet)
-        errors.update((key, score["error"]) for key, score in scores["cuts"].items())
+            ranking.cut_scores = score_cuts(plan_error, cuts, run.quiet)
     if blocks:
         with run.stages("recoverability"):
             seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(blocks)
-            scores["blocks"], cached = _recoverability(run.original, blocks, run.features, run.train, run.held,
-                                                       settings, run.quiet, seconds)
-        errors.update((key, score["error"]) for key, score in scores["blocks"].items())
-    saved_ms = table.savings_ms
+            ranking.block_recoverability, ranking.cached = _recoverability(
+                run.original, blocks, run.features, run.train, run.held, settings, run.quiet, seconds)
+    errors, saved_ms = ranking.errors, table.savings_ms
     ranked = sorted(run.actions, key=lambda a: errors[a.id] / max(saved_ms[a.id], 1e-3))
     if plan_error is not None and target is not None:
         def enough(accepted: list[Action]) -> bool:
             return predicted_ratio(run.planner.normalise(accepted), table) <= target - RERANK_SLACK
 
         with run.stages("plan scores"):
-            scores["single_cut_ranking"] = [a.id for a in ranked]
+            ranking.single_cut_ranking = [a.id for a in ranked]
             ranked = rerank_by_plan(ranked, errors, saved_ms, plan_error, enough,
                                     joins=lambda action: by_kl or action.method != "blocks")
-    return ranked, scores, cached, settings.drop
+    ranking.ranked = ranked
+    return ranking
 
 
 def _kl_scores(run: Run) -> str | None:

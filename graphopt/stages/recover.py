@@ -9,7 +9,7 @@ from graphopt.features import class_scores
 from graphopt.methods import Action
 from graphopt.selection import Attempt, Selection, check_reachable, select
 from graphopt.settings import FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES
-from graphopt.stages.rank import rank
+from graphopt.stages.rank import Ranking, rank
 from graphopt.stages.state import Outcome, Run, say
 from graphopt.target import confirm_target
 from graphopt.verify import agreement, check_recovered, check_valid
@@ -41,16 +41,17 @@ def int8_alone(run: Run, table, target: float | None) -> Outcome | None:
     return Outcome(model, Selection([], check.final.ratio, attempts), None, agreed, check, int8_recovery)
 
 
-def cut_and_recover(run: Run, table, target: float | None) -> tuple[tuple, Outcome]:
+def cut_and_recover(run: Run, table, target: float | None) -> tuple[Ranking, Outcome]:
     """Rank the cuts, select on measured latency, recover, and check the result against the target."""
     if target is not None:
         check_reachable(run.backend, run.planner, run.actions, target)
-    ranked, scores, cached, count = rank(run, table, target)
-    errors = {key: score["error"] for kind in ("cuts", "blocks") for key, score in scores.get(kind, {}).items()}
+    ranking = rank(run, table, target)
+    errors = ranking.errors
     with run.stages("selection"):
-        selection = select(run.backend, run.planner, ranked, table, target=target, count=count, errors=errors)
+        selection = select(run.backend, run.planner, ranking.ranked, table, target=target, count=ranking.count,
+                           errors=errors)
         say(run.quiet, f"cutting {', '.join(a.id for a in selection.actions)}: measured ratio {selection.ratio:.3f}")
-    return (ranked, scores, cached), _recover_until_met(run, table, selection, target, errors)
+    return ranking, _recover_until_met(run, table, selection, target, errors)
 
 
 def _recover_until_met(run: Run, table, selection: Selection, target: float | None,

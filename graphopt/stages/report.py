@@ -8,6 +8,7 @@ from graphopt import __version__
 from graphopt.machine import machine, versions
 from graphopt.methods import Action
 from graphopt.runtime import Comparison
+from graphopt.stages.rank import Ranking
 from graphopt.stages.state import RELIABLE_HELD_OUT_FILES, Outcome, Run
 from graphopt.target import TargetCheck
 from graphopt.verify import agreement
@@ -29,7 +30,7 @@ class Report:
     channel_groups: list[dict] | None
     candidates: list[dict]  # every cut on offer: id, method, share of multiply-adds removed
     latency_table: dict
-    scoring: str  # what ranked the cuts: "kl" or "recoverability" (or "given" for --blocks)
+    scoring: str  # what ranked the cuts: "kl", "recoverability", "given" (--blocks / --drop), "none" (INT8 alone)
     block_scores: dict  # block id -> KL divergence of class scores with the block dropped (kl scoring)
     recoverability: dict  # block id -> held-out error after adaptor training (recoverability scoring)
     recoverability_cached: bool
@@ -56,8 +57,9 @@ class Report:
         return asdict(self)
 
 
-def build_report(run: Run, calib, table, ranking: tuple, outcome: Outcome, target: float | None) -> Report:
-    ranked, scores, cached = ranking
+def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outcome, target: float | None) -> Report:
+    """The report; `ranking` is None when INT8 alone met the target and nothing was ranked."""
+    ranking = ranking or Ranking([], "none")
     check = outcome.final if isinstance(outcome.final, TargetCheck) else None
     latency = check.final if check else outcome.final
     calibration, train, held, recovered = run.calibration, run.train, run.held, outcome.recovered
@@ -72,13 +74,13 @@ def build_report(run: Run, calib, table, ranking: tuple, outcome: Outcome, targe
         blocks={"found": len(run.blocks), "droppable": len(run.droppable)},
         channel_groups=None if run.channels is None else [g.to_dict() for g in run.channels.groups],
         candidates=[{"id": a.id, "method": a.method, "macs_share": a.macs_share} for a in run.actions],
-        latency_table=table.to_dict(), scoring=scores.get("scoring", "given"),
-        block_scores=_scores_of(scores, run.actions, "blocks"), recoverability=scores.get("blocks", {}),
-        recoverability_cached=cached,
-        channel_scores=_scores_of(scores, run.actions, "filters"),
-        basis_scores=_scores_of(scores, run.actions, "basis"),
-        ranking=[a.id for a in outcome.selection.ranked or ranked],
-        single_cut_ranking=scores.get("single_cut_ranking"),
+        latency_table=table.to_dict(), scoring=ranking.scoring,
+        block_scores=_scores_of(ranking, run.actions, "blocks"), recoverability=ranking.block_recoverability,
+        recoverability_cached=ranking.cached,
+        channel_scores=_scores_of(ranking, run.actions, "filters"),
+        basis_scores=_scores_of(ranking, run.actions, "basis"),
+        ranking=[a.id for a in outcome.selection.ranked or ranking.ranked],
+        single_cut_ranking=ranking.single_cut_ranking,
         selection=outcome.selection.to_dict(), dropped=outcome.selection.dropped,
         pruned=outcome.selection.pruned, split=outcome.selection.split,
         target=check.to_dict() if check else None, latency=latency.to_dict(),
@@ -90,9 +92,9 @@ def build_report(run: Run, calib, table, ranking: tuple, outcome: Outcome, targe
         rows=_rows(run, table, outcome, latency))
 
 
-def _scores_of(scores: dict, actions: list[Action], method: str) -> dict:
+def _scores_of(ranking: Ranking, actions: list[Action], method: str) -> dict:
     ids = {a.id for a in actions if a.method == method}
-    return {key: value for key, value in scores.get("cuts", {}).items() if key in ids}
+    return {key: value for key, value in ranking.cut_scores.items() if key in ids}
 
 
 def _rows(run: Run, table, outcome: Outcome, latency: Comparison) -> list[dict]:
