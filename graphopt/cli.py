@@ -320,11 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
                                      "filters (prune channel groups), basis (split convs through fewer bases of their "
                                      "output space); default: blocks,filters")
-    p.add_argument("--importance", default="taylor", choices=list(IMPORTANCE),
-                   help="which channels a group gives up first: first-order Taylor on the calibration images "
-                        "(default; l1 for models without class scores), smallest L1 weight norm, Dagger's "
-                        "learned weight-based gates, or refit: those the least-squares refit of their consumers "
-                        "restores best, chosen greedily")
+    p.add_argument("--importance", default=AccelerateSettings.importance, choices=list(IMPORTANCE),
+                   help="which channels a group gives up first: refit (default: those the least-squares refit of "
+                        "their consumers restores best, chosen greedily), first-order Taylor on the calibration "
+                        "images (l1 for models without class scores), smallest L1 weight norm, or Dagger's learned "
+                        "weight-based gates")
     p.add_argument("--scoring", default="auto", choices=["auto", "kl", "recoverability"],
                    help="what a cut costs: kl (the class scores' divergence from the original's on held-out images, "
                         "cuts applied without training), recoverability (held-out feature error after adaptor "
