@@ -22,7 +22,7 @@ class Ranking:
     """What the rank stage hands on: the cuts, best to lose first, and what ranked them."""
 
     ranked: list[Action]
-    scoring: str  # "kl", "recoverability", or "given" (--blocks / --drop: nothing scored)
+    scoring: str  # "kl", "recoverability", or "given" (--blocks named the cuts: nothing scored)
     cut_scores: dict[str, dict] = field(default_factory=dict)  # cut id -> {"error"}, every cut measured untrained
     block_recoverability: dict[str, dict] = field(default_factory=dict)  # block id -> score after adaptor training
     cached: bool = False  # the block recoverability scores came from the cache

@@ -30,7 +30,7 @@ class Report:
     channel_groups: list[dict] | None
     candidates: list[dict]  # every cut on offer: id, method, share of multiply-adds removed
     latency_table: dict
-    scoring: str  # what ranked the cuts: "kl", "recoverability", "given" (--blocks / --drop), "none" (INT8 alone)
+    scoring: str  # what ranked the cuts: "kl", "recoverability", "given" (--blocks), "none" (INT8 alone met it)
     block_scores: dict  # block id -> KL divergence of class scores with the block dropped (kl scoring)
     recoverability: dict  # block id -> held-out error after adaptor training (recoverability scoring)
     recoverability_cached: bool
