@@ -89,9 +89,11 @@ def reader_of(consumer: Consumer, columns: np.ndarray) -> _Reader:
     weight = consumer.weight if consumer.bias is None else np.concatenate(
         [consumer.weight, consumer.bias[:, None]], axis=1)
     sigma = consumer.sigma
-    inverse = np.linalg.inv(sigma + RIDGE * float(np.mean(np.diag(sigma))) * np.eye(len(sigma)))
-    energy = float(np.einsum("oi,ij,oj->", weight, sigma, weight))
-    return _Reader(entries, inverse, inverse @ sigma @ weight.T, np.arange(len(sigma)), max(energy, 1e-12))
+    ridge = RIDGE * max(float(np.mean(np.diag(sigma))), 1e-12)  # a floor: a consumer may read only zeros
+    inverse = np.linalg.inv(sigma + ridge * np.eye(len(sigma)))
+    projected = sigma @ weight.T  # (entries, outputs): multiplied first, the products stay entries² x outputs
+    energy = float(np.sum(weight.T * projected))
+    return _Reader(entries, inverse, inverse @ projected, np.arange(len(sigma)), max(energy, 1e-12))
 
 
 def _eliminate(size: int, readers: list[_Reader]) -> np.ndarray:

@@ -8,8 +8,11 @@ from graphopt.calibration.dataset import load_calibration
 from graphopt.calibration.refit import Consumer, _solve, consumer_statistics
 from graphopt.calibration.refit_order import _eliminate, reader_of, refit_order
 from graphopt.calibration.teacher import Teacher
+from graphopt.channels import find_channel_groups
+from graphopt.channels.importance import l1_order
 from graphopt.methods import Action
 from graphopt.calibration.cut_scores import refitter
+from tests import zoo
 from tests.helpers import planner_for
 
 
@@ -94,3 +97,22 @@ def test_refit_order_restores_consumers_better_than_l1_on_unseen_images(tiny):
 
     l1 = dict(planner.orders)
     assert error(orders) < error(l1)
+
+
+# ResNet's plain and residual 3x3 consumers are covered by the tiny ResNet above (ResNet-18's 4608-entry ones
+# take 45 s here)
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0", "regnet_x_400mf", "vit", "concat_net"])
+def test_every_model_family_gets_a_refit_order_for_every_prunable_group(exported, name):
+    """Conv, depthwise-fed, grouped-conv, MatMul (ViT MLP) and concatenation consumers: every prunable group gets
+    an order, and those read by a consumer the refit can re-solve get their own rather than the fallback."""
+    model = exported(name, "torchscript")
+    analysis = find_channel_groups(model)
+    consumers = consumer_statistics(model, analysis, zoo.example_input(name, batch=4), threads=1)
+    fallback = l1_order(model, analysis)
+    orders = refit_order(analysis, consumers, fallback)
+    assert set(orders) == {g.id for g in analysis.prunable}
+    assert all(sorted(orders[g.id].tolist()) == list(range(g.size)) for g in analysis.prunable)
+    read = [g for g in analysis.prunable if g.size > 8 and any(
+        e.kind == "in" and e.node in consumers and any(analysis.table.find(s.group) == g.root
+                                                       for s in e.layouts[0]) for e in analysis.edits)]
+    assert read and all(not np.array_equal(orders[g.id], fallback[g.id]) for g in read)
