@@ -218,8 +218,8 @@ def _give_back(backend: LatencyBackend, planner: Planner, plan: list[Action], ta
     stands if it still meets the target by more than its noise. GIVE_BACK_TRIES measurements at most."""
     for _ in range(GIVE_BACK_TRIES):
         room = target - comparison.ratio - comparison.noise
-        fits = [a for a in plan if len(plan) > 1 and table.savings[a.id] * additivity(table, attempts) < room]
-        if not fits:
+        fits = [a for a in plan if table.savings[a.id] * additivity(table, attempts) < room]
+        if len(plan) < 2 or not fits:
             break
         back = max(fits, key=lambda a: errors.get(a.id, 0.0))
         trial = [a for a in plan if a is not back]

@@ -25,7 +25,7 @@ from graphopt.calibration.cut_scores import refitter
 from graphopt.machine import cpu_name
 from graphopt.ranking import rerank_by_plan
 from graphopt.selection import latency_table, predicted_ratio
-from graphopt.settings import AccelerateSettings
+from graphopt.settings import IMPORTANCE, AccelerateSettings
 from graphopt.stages.prepare import prepare
 from tools.baselines import get_bench, study_inputs
 from tools.bench_common import bench_parser, run_cli, write_study
@@ -52,8 +52,8 @@ def search(bench, run, table, target: float, methods: list[str]) -> dict:
 
     saved = table.savings_ms
     single = {a.id: loss([a]) for a in candidates}
-    ranked = sorted(candidates, key=lambda a: single[a.id] / max(saved[a.id], 1e-3))
-    ranked = rerank_by_plan(ranked, single, saved, loss, enough)
+    by_single = sorted(candidates, key=lambda a: single[a.id] / max(saved[a.id], 1e-3))
+    ranked = rerank_by_plan(by_single, single, saved, loss, enough)
     size = next((n for n in range(1, len(ranked) + 1) if enough(ranked[:n])), len(ranked))
     plan = run.planner.normalise(ranked[:size])
     comparison = run.backend.compare(run.planner.model, run.planner.apply(plan, refit=refit))
@@ -62,7 +62,7 @@ def search(bench, run, table, target: float, methods: list[str]) -> dict:
     return {"methods": methods, "plan": [a.id for a in plan], "quality": 1.0 - loss(plan),
             "predicted_ratio": predicted_ratio(plan, table), "measured_ratio": comparison.ratio,
             "single_cuts": [{"cut": a.id, "quality": 1.0 - single[a.id], "saved_ms": saved[a.id]}
-                            for a in sorted(candidates, key=lambda a: single[a.id] / max(saved[a.id], 1e-3))],
+                            for a in by_single],
             "plans_evaluated": len(evaluated)}
 
 
@@ -106,7 +106,7 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--target", type=float, default=0.8)
-    parser.add_argument("--importance", default="taylor", choices=["l1", "taylor", "dagger", "refit"])
+    parser.add_argument("--importance", default="taylor", choices=list(IMPORTANCE))
     args = parser.parse_args(argv)
     result = measure(args)
     write_study(args.out, markdown(result, args), result)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +30,7 @@ from graphopt.model_io import load_model
 from graphopt.passes import drop_blocks
 from graphopt.settings import KL_VIEWS
 from tools.baselines import STUDY_CALIBRATION, get_bench
-from tools.bench_common import run_cli, write_study
+from tools.bench_common import bench_parser, run_cli, write_study
 
 COMMAND = "python -m tools.bench_scoring"
 MEASURES = ("kl_held", "kl_all", "feature_held")
@@ -111,12 +110,10 @@ def markdown(rows: list[dict], summary: list[dict], info: dict, args: argparse.N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", choices=["fmnist", "lite0"], default="lite0")
+    parser = bench_parser(__doc__)
+    parser.set_defaults(threads=2)  # inference only, nothing timed: both cores
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 3], help="numbers of blocks dropped together")
     parser.add_argument("--min-macs", type=float, default=0.17, help="share of multiply-adds a pick must remove")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     rows, info = measure(args)
     summary = summarise(rows, args.min_macs)

@@ -80,9 +80,9 @@ def _channel_orders(settings: AccelerateSettings, original: onnx.ModelProto, sha
     """Each prunable group's channels, most important first, by the criterion the settings name; with the input
     statistics of the groups' consumers when the criterion gathered them (the refit needs them again later)."""
     scores = class_scores(original, features)
-    if settings.importance == "l1" or not channels.prunable or (settings.importance == "taylor" and not scores):
+    if settings.importance == "l1" or not channels.prunable:
         return l1_order(original, channels), None
-    if settings.importance in ("taylor", "refit"):
+    if settings.importance in ("taylor", "refit"):  # refit falls back on taylor for groups no refit reads
         from graphopt.calibration.taylor import taylor_order
         orders = taylor_order(original, channels, scores, train.tensors()) if scores else l1_order(original, channels)
         if settings.importance == "taylor":
