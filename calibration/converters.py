@@ -1,10 +1,12 @@
 """What onnx2torch 1.5.15 lacks for today's exporters, registered in its converter registry on import.
 
 torch.onnx's dynamo exporter writes opset 18+: ReduceMean takes its axes as an input, Gelu is a
-single node, Reshape carries ``allowzero=1`` and Shape/Reshape moved to version 19 (new element types
-only). The TorchScript exporter shares identical weights through ``Identity`` nodes, which
-onnx2torch's Conv and Gemm converters cannot read. `prepare` rewrites a copy of the graph for the
-latter two; the converters cover the rest.
+single node, Reshape carries ``allowzero=1``. The TorchScript exporter shares identical weights through
+``Identity`` nodes, which onnx2torch's Conv and Gemm converters cannot read. `prepare` rewrites a copy of
+the graph for the latter two; the converters cover the rest. onnx2torch knows operator versions up to about
+opset 17; every later version that only accepted new element types (float8, int4, bfloat16, ...) is
+registered as the version before it: both exporters' default opset 20 (Identity-19, Constant-19,
+Shape/Reshape-19) and the newest opset onnxruntime loads (Conv/MaxPool/GlobalAveragePool-22, up to -25).
 """
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ from torch import nn
 
 _REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
                "ReduceMin", "ReduceProd", "ReduceSumSquare")
+# (operator, version onnx2torch converts, later versions that only added element types, per the ONNX changelog):
+# 19 float8, 21 int4/uint4, 22 bfloat16 for float operators, 23 float4e2m1, 24 float8e8m0, 25 int2/uint2.
+_WIDENED = (("Constant", 13, (19, 21, 23, 24, 25)), ("Identity", 16, (19, 21, 23, 24, 25)),
+            ("Reshape", 14, (19, 21, 23, 24, 25)), ("Shape", 15, (19, 21, 23, 24, 25)),
+            ("Flatten", 13, (21, 23, 24, 25)), ("Conv", 11, (22,)), ("MaxPool", 12, (22,)),
+            ("GlobalAveragePool", 1, (22,)))
 
 
 def _register(operation_type: str, version: int, converter: TConverter) -> None:
@@ -86,5 +94,6 @@ for _op in _REDUCE_OPS:
 for _op in ("ReduceMax", "ReduceMin"):  # opset 20 added bool inputs
     _register(_op, 20, _reduce_axes_input)
 _register("Gelu", 20, _gelu)
-_register("Reshape", 19, _same_as("Reshape", 14))
-_register("Shape", 19, _same_as("Shape", 15))
+for _op, _base, _versions in _WIDENED:
+    for _version in _versions:
+        _register(_op, _version, _same_as(_op, _base))

@@ -51,7 +51,8 @@ def entropy_calibrator(calibration: CalibrationSet, batch_size: int, cache_path:
     """
     import torch
 
-    from graphopt.runtime.tensorrt import import_tensorrt, write_atomic
+    from graphopt.atomic import write_atomic
+    from graphopt.runtime.tensorrt import import_tensorrt
 
     trt = import_tensorrt()
     batches = calibration_batches(calibration, batch_size)

@@ -5,15 +5,17 @@ per-epoch augmentation (`augment`) are cheap tensor operations on images already
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from graphopt.errors import GraphoptError
-from graphopt.runtime.inputs import input_dtype, runtime_inputs
+from graphopt.runtime.inputs import check_input_bytes, input_dtype, runtime_inputs
 
 # Mean and std on pixels scaled to 0..1, in RGB order.
 NORM_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -46,6 +48,7 @@ class Preprocess:
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) < 1:
             raise GraphoptError(f"bad input size {self.size}: expected two positive numbers (H, W)")
+        check_input_bytes("image", (self.channels, *self.size), np.float32)
         if self.channels not in (1, 3):
             raise GraphoptError(f"image calibration needs a 1- or 3-channel input, not {self.channels}; "
                                 "give a folder of .npy tensors instead")
@@ -54,6 +57,8 @@ class Preprocess:
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise GraphoptError(f"mean and std need {self.channels} value(s) each for a {self.channels}-channel "
                                 f"input, got {len(self.mean)} and {len(self.std)}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise GraphoptError(f"mean and std must be finite numbers, got mean {self.mean} and std {self.std}")
         if min(self.std) <= 0:
             raise GraphoptError(f"std must be positive, got {self.std}")
         if self.resize not in RESIZE_POLICIES:

@@ -33,6 +33,16 @@ class Recoverability:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @staticmethod
+    def valid_scores(entry: object) -> bool:
+        """Whether `entry` (a cache entry read back) is {block id: a to_dict() of this class}."""
+        numbers = ("error_dropped", "error", "steps", "seconds")
+        return isinstance(entry, dict) and all(
+            isinstance(block, str) and isinstance(score, dict) and score.get("block") == block
+            and all(isinstance(score.get(name), (int, float)) and not isinstance(score.get(name), bool)
+                    for name in numbers)
+            for block, score in entry.items())
+
 
 def score_blocks(model: onnx.ModelProto, blocks: list[Block], features: list[str], train: torch.Tensor,
                  held: torch.Tensor, settings: MimicSettings, threads: int | None = None,

@@ -1,11 +1,21 @@
-"""A small on-disk cache of recoverability scores, keyed by model, calibration set and settings."""
+"""A small on-disk cache of recoverability scores, keyed by model, calibration set and settings.
+
+Entries are read back only after a structural check: a file of the wrong shape (edited by hand, written by another
+version) is dropped with a warning and recomputed, never a traceback on every later run.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from graphopt.atomic import write_atomic
+from graphopt.errors import GraphoptError
+
+log = logging.getLogger(__name__)
 
 
 def default_dir() -> Path:
@@ -29,13 +39,21 @@ class ScoreCache:
     def _path(self, key: str) -> Path:
         return self.folder / "recoverability" / f"{key}.json"
 
-    def get(self, key: str) -> dict | None:
-        if self.folder is None or not self._path(key).exists():
+    def get(self, key: str, valid: Callable[[object], bool]) -> dict | None:
+        """The entry under `key` when there is one and `valid` accepts it; a damaged or ill-shaped entry is removed
+        with a warning (so it is recomputed and overwritten) and None returned."""
+        path = self._path(key) if self.folder is not None else None
+        if path is None or not path.is_file():
             return None
         try:
-            return json.loads(self._path(key).read_text())
+            entry = json.loads(path.read_text())
+            if valid(entry):
+                return entry
         except (OSError, ValueError):
-            return None  # a damaged entry is recomputed
+            pass
+        log.warning("ignoring the damaged cache entry %s; it will be recomputed", path)
+        path.unlink(missing_ok=True)
+        return None
 
     def put(self, key: str, value: dict) -> None:
         if self.folder is None:
@@ -43,8 +61,6 @@ class ScoreCache:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-                json.dump(value, handle)
-            os.replace(handle.name, path)
-        except OSError:
+            write_atomic(path, json.dumps(value).encode())
+        except (OSError, GraphoptError):
             pass  # caching is an optimisation; an unwritable cache must not fail the run

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,16 +65,12 @@ def backend_from_args(args: argparse.Namespace, models: list[onnx.ModelProto], c
     """The latency backend the options ask for; `models` are the ones it will time (to check --input-shape)."""
     from graphopt.precision import Int8Timing, quantizes_graph
     from graphopt.runtime import TimingSettings, get_backend
-    for name in ("batch", "repeats"):
-        if getattr(args, name) < 1:
-            raise GraphoptError(f"--{name} must be at least 1")
-    if args.warmup < 0:
-        raise GraphoptError("--warmup must not be negative")
     if args.threads is not None and args.threads < 0:
         raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {args.threads})")
     settings = TimingSettings(batch=args.batch, warmup=args.warmup, repeats=args.repeats,
                               min_seconds=args.min_seconds, input_shapes=_input_shapes(args, models),
                               noise_threshold=args.noise_threshold, max_seconds=args.max_timing_seconds)
+    settings.check()
     backend = get_backend(args.runtime, settings, threads=args.threads, precision=args.precision,
                           calibration=calibration)
     if not quantizes_graph(args.runtime, args.precision):
@@ -123,12 +122,16 @@ def cmd_channels(args: argparse.Namespace) -> int:
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
+    from graphopt.blocks import find_blocks
     from graphopt.model_io import load_model, save_model
     from graphopt.passes import drop_blocks
+    from graphopt.paths import check_outputs
+    from graphopt.shapes import infer_shapes
     ids = [i.strip() for i in args.blocks.split(",") if i.strip()]
-    _check_writable(args.output, args.model)
-    model = drop_blocks(load_model(args.model), ids)
-    save_model(model, args.output)
+    check_outputs({"-o": args.output}, args.model)
+    model = load_model(args.model)
+    blocks = find_blocks(model, infer_shapes(model, input_shapes=_input_shapes(args, [model])))
+    save_model(drop_blocks(model, ids, blocks), args.output)
     print(f"dropped {len(ids)} block(s): {', '.join(ids)} -> {args.output}")
     return 0
 
@@ -159,13 +162,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_accelerate(args: argparse.Namespace) -> int:
+    from graphopt.paths import check_outputs
     from graphopt.pipeline import accelerate
     from graphopt.runtime.inputs import parse_input_shapes
-    _check_writable(args.output, args.model)
-    if args.report:
-        _check_writable(args.report, args.model)
-    if args.engine:
-        _check_writable(args.engine, args.model)
+    check_outputs({"-o": args.output, "--report": args.report, "--engine": args.engine}, args.model, args.calib)
     preprocess = {k: v for k, v in {"size": _size(args.size), "norm": args.norm, "mean": args.mean, "std": args.std,
                                     "bgr": args.bgr or None, "resize": args.resize}.items() if v is not None}
     settings = AccelerateSettings(
@@ -249,15 +249,6 @@ def _size(text: str | None) -> tuple[int, int] | None:
     if len(parts) not in (1, 2) or min(parts) < 1:
         raise GraphoptError(f"bad --size '{text}': expected N or HxW")
     return (parts[0], parts[-1])
-
-
-def _check_writable(output: Path, model: Path) -> None:
-    """Refuse early so a long job never ends on an unwritable path, and never overwrite the input."""
-    if output.resolve() == Path(model).resolve():
-        raise GraphoptError("the output path is the input model; graphopt never overwrites its input")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise GraphoptError(f"cannot write {output}: folder {parent} does not exist")
 
 
 def _add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
@@ -350,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--blocks", required=True, help="comma-separated block ids (see `graphopt blocks`)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output ONNX file")
+    _add_input_shape(p)
     p.set_defaults(func=cmd_drop)
 
     p = sub.add_parser("bench", help="measure latency; with two models, their ratio measured side by side")
@@ -365,21 +357,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _terminate_as_interrupt():
+        try:
+            code = args.func(args)
+            sys.stdout.flush()  # inside the try: a reader that went away is seen here, not at interpreter exit
+            return code
+        except BrokenPipeError:
+            # `graphopt channels m.onnx --json | head`: the reader stopped reading; end quietly, as a tool killed by
+            # SIGPIPE would, with stdout pointed at /dev/null so the final flush cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        except GraphoptError as exc:
+            print(f"graphopt: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except MemoryError:
+            print("graphopt: error: out of memory (a smaller --batch, --batch-size or input shape needs less)",
+                  file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into an Interrupted
+            signum = getattr(exc, "signum", signal.SIGINT)
+            print("graphopt: interrupted" if signum == signal.SIGINT else
+                  f"graphopt: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+            return 128 + signum
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised in the main thread so every `finally` and temporary folder cleans up on the way
+    out; the exit status is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__()
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (what `kill`, timeouts and CI runners send) handled like Ctrl-C, the previous handlers restored after."""
+    def raise_interrupted(signum, frame):
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set from the main thread
+        yield
+        return
+    previous = {signum: signal.signal(signum, raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = args.func(args)
-        sys.stdout.flush()  # inside the try: a reader that went away is seen here, not at interpreter exit
-        return code
-    except BrokenPipeError:
-        # `graphopt channels m.onnx --json | head`: the reader stopped reading; end quietly, as a tool killed by
-        # SIGPIPE would, with stdout pointed at /dev/null so the final flush cannot fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except GraphoptError as exc:
-        print(f"graphopt: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("graphopt: interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

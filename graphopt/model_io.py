@@ -7,11 +7,14 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 
 from graphopt.errors import GraphoptError, first_line
+
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
 
 # Protobuf cannot serialise a message over 2 GiB; keep a margin for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -44,7 +47,27 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise GraphoptError(f"the ONNX model is invalid: {first_line(exc)}") from None
+    _check_finite_weights(model)
     return model
+
+
+# Operators whose initializer inputs are learned weights. An infinite value elsewhere can be meant (attention masks
+# filled with -inf, clamps); in a weight, as NaN anywhere, it only spreads NaN through every score and recovery.
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "InstanceNormalization",
+                        "LayerNormalization", "GroupNormalization", "PRelu"})
+
+
+def _check_finite_weights(model: onnx.ModelProto) -> None:
+    """One line naming the first float initializer that holds NaN, or ±Inf where it is a weight."""
+    weights = {name for node in model.graph.node if node.op_type in WEIGHT_OPS for name in node.input}
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in FLOAT_TYPES:
+            continue
+        values = onnx.numpy_helper.to_array(tensor)
+        if np.isnan(values).any() or (tensor.name in weights and np.isinf(values).any()):
+            bad = int((~np.isfinite(values)).sum())
+            raise GraphoptError(f"the model's initializer '{tensor.name}' holds {bad} value(s) that are NaN or "
+                                f"infinite; graphopt needs finite weights")
 
 
 def supported_opsets() -> range:

@@ -23,6 +23,7 @@ import onnx
 
 from graphopt.errors import GraphoptError
 from graphopt.model_io import save_model
+from graphopt.paths import check_outputs
 from graphopt.runtime import LatencyBackend
 from graphopt.selection import latency_table
 from graphopt.settings import AccelerateSettings, check_settings
@@ -66,6 +67,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         raise GraphoptError(f"unknown setting(s): {', '.join(unknown)}")
     settings = replace(settings, **overrides)  # the caller's settings object stays as it was
     check_settings(settings)
+    check_outputs({"-o": output, "--engine": engine}, model if isinstance(model, (str, os.PathLike)) else None, calib)
     if engine is not None and settings.runtime != "tensorrt":
         raise GraphoptError("--engine writes a TensorRT engine: it needs --runtime tensorrt")
     if settings.threads:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
+import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, TextIO
+
+from graphopt.atomic import write_atomic
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -22,17 +23,29 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def emit_json(payload: dict, stream: TextIO | None = None) -> None:
-    stream = stream or sys.stdout
-    json.dump(payload, stream, indent=2, default=_json_default)
-    stream.write("\n")
+    (stream or sys.stdout).write(to_json(payload))
 
 
 def write_json(payload: dict, path) -> None:
-    """Write a JSON file atomically (temporary file, then rename)."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent or ".", delete=False, suffix=".tmp") as handle:
-        emit_json(payload, handle)
-    os.replace(handle.name, path)
+    """Write a JSON file atomically."""
+    write_atomic(Path(path), to_json(payload).encode())
+
+
+def to_json(payload: dict) -> str:
+    """Strict JSON text: a number that is not finite (an unmeasurable noise, say) becomes null, never the `NaN` or
+    `Infinity` Python writes by default, which other JSON parsers reject."""
+    plain = json.loads(json.dumps(payload, default=_json_default))
+    return json.dumps(_finite(plain), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _fmt(value: Any) -> str:

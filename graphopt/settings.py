@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphopt.bounds import check_range
 from graphopt.errors import GraphoptError
 from graphopt.runtime.base import TimingSettings
 
@@ -16,6 +17,7 @@ DAGGER_SHARE = 0.1  # of the whole budget, for training Dagger's channel gates w
 IMPORTANCE = ("l1", "taylor", "dagger", "refit")  # channel importance criteria
 SCORING = ("auto", "kl", "recoverability")  # how cuts are scored; auto: kl for models with class scores
 KL_VIEWS = 3  # augmented views of each held-out image added to the images KL scoring measures on
+MAX_BUDGET_MINUTES = 7 * 24 * 60.0  # a week: beyond it a budget is a typo, and its deadline would overflow
 INT8_RECOVERY_SHARE = 0.4  # of the recovery time, for few-shot INT8 recovery after block recovery
 
 
@@ -69,29 +71,31 @@ class AccelerateSettings:
 
 
 def check_settings(settings: AccelerateSettings) -> None:
+    """Every setting checked before any work, with the option's name and unit in the message."""
     if settings.targets() != 1:
         raise GraphoptError("give exactly one of --target-latency, --target-ms, --drop or --blocks")
     if settings.target_latency is not None and not 0 < settings.target_latency < 1:
         raise GraphoptError(f"--target-latency is a ratio to the original's latency, between 0 and 1 "
                             f"(got {settings.target_latency})")
-    if settings.target_ms is not None and settings.target_ms <= 0:
-        raise GraphoptError(f"--target-ms must be positive (got {settings.target_ms})")
+    if settings.target_ms is not None:
+        check_range("--target-ms", settings.target_ms, "number of milliseconds", 0, low_open=True)
     if settings.drop is not None and settings.drop < 1:
         raise GraphoptError(f"--drop must be at least 1 (got {settings.drop})")
-    for name in ("batch", "repeats", "score_iterations", "recover_iterations", "batch_size"):
+    for name in ("score_iterations", "recover_iterations", "batch_size"):
         if getattr(settings, name) < 1:
             raise GraphoptError(f"--{name.replace('_', '-')} must be at least 1")
     if settings.threads is not None and settings.threads < 0:
         raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {settings.threads})")
-    if not 0 < settings.noise_threshold < 1:
-        raise GraphoptError(f"--noise-threshold is a relative noise, between 0 and 1 (got {settings.noise_threshold})")
-    if not 0 <= settings.local_share < 1:
-        raise GraphoptError(f"local_share is a share of recovery's time, from 0 up to 1 (got {settings.local_share})")
+    if settings.seed < 0:
+        raise GraphoptError(f"--seed must be 0 or more (got {settings.seed})")
+    TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds,
+                   noise_threshold=settings.noise_threshold, max_seconds=settings.max_timing_seconds).check()
+    check_range("--holdout", settings.holdout, "share of the calibration files", 0, 1, low_open=True, high_open=True)
+    check_range("--time-budget", settings.time_budget, "number of minutes", 0, MAX_BUDGET_MINUTES, low_open=True)
+    if settings.lr is not None:
+        check_range("--lr", settings.lr, "learning rate", 0, 1, low_open=True)
+    check_range("local_share", settings.local_share, "share of recovery's time", 0, 1, high_open=True)
     if settings.scoring not in SCORING:
         raise GraphoptError(f"--scoring must be one of {', '.join(SCORING)} (got {settings.scoring})")
     if settings.importance not in IMPORTANCE:
         raise GraphoptError(f"--importance must be one of {', '.join(IMPORTANCE)} (got {settings.importance})")
-    if not settings.time_budget > 0:
-        raise GraphoptError(f"--time-budget is in minutes and must be positive (got {settings.time_budget})")
-    if settings.max_timing_seconds < settings.min_seconds:
-        raise GraphoptError("--max-timing-seconds must be at least --min-seconds")

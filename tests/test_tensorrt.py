@@ -19,7 +19,8 @@ from graphopt.cli import main
 from graphopt.errors import GraphoptError
 from graphopt.runtime import TimingSettings, get_backend
 from graphopt.runtime.inputs import random_inputs
-from graphopt.runtime.tensorrt import profile_shapes, require_gpu, write_atomic
+from graphopt.atomic import write_atomic
+from graphopt.runtime.tensorrt import profile_shapes, require_gpu
 from tests import zoo
 from tests.helpers import assert_close, run_onnx
 

@@ -9,6 +9,9 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
+from graphopt.bounds import check_range
+from graphopt.errors import GraphoptError
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -99,12 +102,16 @@ class Runner(abc.ABC):
         """Release runtime resources (engines, sessions)."""
 
 
+MAX_ROUNDS = 100_000  # --repeats, --warmup (and --batch): far above any useful value, low enough to end
+MAX_TIMING_SECONDS = 3600.0  # one measurement; the latency table holds one per candidate cut
+
+
 @dataclass
 class TimingSettings:
     """`repeats` timed rounds at least, and more until `min_seconds` of timed runs have passed: a model that runs in
     a fraction of a millisecond needs hundreds of runs before its median stops moving. A ratio whose measured noise
     is above `noise_threshold` gets more rounds, `repeats` at a time, until `max_seconds` of wall time have passed
-    since the run began."""
+    since the run began. `check` keeps every one of these finite and bounded, so no measurement runs without end."""
 
     batch: int = 1
     warmup: int = 10
@@ -113,6 +120,17 @@ class TimingSettings:
     input_shapes: dict[str, tuple[int, ...]] | None = None
     noise_threshold: float = 0.02  # a ratio less certain than this keeps being measured...
     max_seconds: float = 30.0  # ...until this much wall time has passed, then is reported as noisy
+
+    def check(self) -> None:
+        """One-line errors for values that would hang or break timing, named by their command-line options."""
+        for flag, value, low in (("--batch", self.batch, 1), ("--repeats", self.repeats, 1),
+                                 ("--warmup", self.warmup, 0)):
+            if not low <= value <= MAX_ROUNDS:
+                raise GraphoptError(f"{flag} must be at least {low} and at most {MAX_ROUNDS} (got {value})")
+        check_range("--min-seconds", self.min_seconds, "number of seconds", 0, MAX_TIMING_SECONDS)
+        check_range("--max-timing-seconds", self.max_seconds, "number of seconds", self.min_seconds,
+                    MAX_TIMING_SECONDS)
+        check_range("--noise-threshold", self.noise_threshold, "relative noise", 0, 1, low_open=True, high_open=True)
 
 
 class LatencyBackend(abc.ABC):

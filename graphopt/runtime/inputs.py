@@ -1,6 +1,9 @@
 """Example inputs built from a model's own input names, dtypes and shapes."""
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 import onnx
 from onnx import helper
@@ -18,6 +21,7 @@ def input_shape(value: onnx.ValueInfoProto, batch: int, overrides: dict[str, tup
                 ) -> tuple[int, ...]:
     """Concrete shape: overrides first, a dynamic leading dim becomes `batch`, any other dynamic dim is an error."""
     if overrides and value.name in overrides:
+        check_input_bytes(value.name, tuple(overrides[value.name]), input_dtype(value))
         return tuple(overrides[value.name])
     dims = value.type.tensor_type.shape.dim
     shape = []
@@ -30,7 +34,19 @@ def input_shape(value: onnx.ValueInfoProto, batch: int, overrides: dict[str, tup
             raise GraphoptError(
                 f"input '{value.name}' has a dynamic dimension {axis} ({dim.dim_param or '?'}); "
                 f"give its shape with --input-shape {value.name}:D0xD1x...")
+    check_input_bytes(value.name, tuple(shape), input_dtype(value))
     return tuple(shape)
+
+
+def check_input_bytes(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse an input that would take over a quarter of this machine's memory (the model's activations need many
+    times its size), with one line, before any array is allocated."""
+    need = math.prod(shape) * np.dtype(dtype).itemsize
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory // 4:
+        raise GraphoptError(f"input '{name}' of shape {'x'.join(map(str, shape))} takes {need / 2**30:.1f} GiB, over "
+                            f"a quarter of this machine's {memory / 2**30:.0f} GiB of memory; give a smaller "
+                            f"--input-shape, --size or --batch")
 
 
 def input_dtype(value: onnx.ValueInfoProto) -> np.dtype:
@@ -87,4 +103,5 @@ def checked_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ..
             if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != shape[axis]:
                 raise GraphoptError(f"--input-shape {name}: dimension {axis} is fixed at {dim.dim_value} by the "
                                     f"model (got {shape[axis]})")
+        check_input_bytes(name, shape, input_dtype(inputs[name]))
     return dict(shapes)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from graphopt.atomic import write_atomic
 from graphopt.calibration.dataset import DEFAULT_FEED_BATCH, CalibrationSet
 from graphopt.calibration.int8 import calibration_cache_file, entropy_calibrator
 from graphopt.errors import GraphoptError, first_line
@@ -58,28 +57,6 @@ def profile_shapes(model: onnx.ModelProto, settings: TimingSettings
         dynamic_batch = bool(dims) and dims[0].dim_value <= 0 and value.name not in overrides
         shapes[value.name] = ((1, *full[1:]) if dynamic_batch else full, full, full)
     return shapes
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write through a temporary file and os.replace, so readers never see half an engine or cache."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GraphoptError(f"cannot write {path}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise GraphoptError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
 
 
 @functools.lru_cache(maxsize=None)

@@ -99,13 +99,13 @@ def _recoverability(original, droppable: list[Block], features, train, held, set
                     quiet: bool, seconds: float) -> tuple[dict[str, dict], bool]:
     """Scores per block, from the cache or trained for up to `seconds` each."""
     from graphopt.calibration.mimic import MimicSettings
-    from graphopt.calibration.recoverability import score_blocks
+    from graphopt.calibration.recoverability import Recoverability, score_blocks
     key = cache_key(original.SerializeToString(), train.fingerprint(), held.fingerprint(), __version__,
                     {"features": features, "iterations": settings.score_iterations, "lr": ADAPTOR_LR,
                      "batch_size": settings.batch_size, "seed": settings.seed})
     cache = ScoreCache(None if not settings.use_cache else Path(settings.cache_dir) if settings.cache_dir
                        else default_dir())
-    hit = cache.get(key)
+    hit = cache.get(key, Recoverability.valid_scores)
     if hit is not None and set(hit) >= {b.id for b in droppable}:
         say(quiet, "recoverability scores taken from the cache")
         return hit, True
