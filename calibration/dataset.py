@@ -11,13 +11,17 @@ import numpy as np
 import onnx
 import torch
 
-from graphopt.calibration.images import load_arrays, load_images, scan
+from graphopt.calibration.images import listing, load_arrays, load_images, scan
 from graphopt.calibration.preprocess import Preprocess, input_dims
 from graphopt.errors import GraphoptError
 from graphopt.model_io import load_model
 from graphopt.runtime.inputs import input_dtype, runtime_inputs
+from graphopt.shapes import typed, value_infos
 
 DEFAULT_FEED_BATCH = 16
+# Ops that hand integer values on unchanged (only their arrangement changes), so a Gather behind them indexes with
+# the input's own values.
+VALUE_PRESERVING_OPS = frozenset({"Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"})
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -140,7 +144,59 @@ def load_calibration(folder: str | os.PathLike, model: str | os.PathLike | onnx.
     found = scan(folder)
     if found.arrays:
         samples, preprocess = load_arrays(found, tuple(dims[1:]), dtype, value.name), None
+        if np.issubdtype(dtype, np.integer):
+            check_index_ranges(model, value.name, samples.data, samples.files)
     else:
         preprocess = preprocess or Preprocess.for_model(model, **preset_kwargs)
         samples = load_images(found, preprocess)
     return CalibrationSet(samples.data, samples.files, samples.digests, preprocess, value.name, dtype, fixed_batch)
+
+
+def check_index_ranges(model: onnx.ModelProto, input_name: str, data: torch.Tensor, files: tuple[str, ...]) -> None:
+    """Refuse integer samples that index out of range where the input feeds Gather as indices (token ids into an
+    embedding table): GraphoptError naming the files, a value each, and the valid range.
+
+    Why a check on the graph rather than one onnxruntime run of the original over the samples: it costs no
+    inference at load (a large model on hundreds of samples would take a while before any real work), it can say
+    the valid range (a runtime failure names the op, not the input or the file), and it knows which sample is
+    wrong without running them one at a time. It covers what token-id inputs do (Gather, directly or after ops
+    that only rearrange the values); an index computed by arithmetic is beyond it.
+    """
+    flat = data.reshape(len(data), -1)
+    for node, size in _gathers_indexed_by(model, input_name):
+        outside = (flat < -size) | (flat >= size)
+        bad = [f"{files[i]} ({int(flat[i][outside[i]][0])})" for i in outside.any(dim=1).nonzero().flatten().tolist()]
+        if bad:
+            raise GraphoptError(f"calibration samples out of range for input '{input_name}', which indexes "
+                                f"{size} entries (Gather '{node.name or node.output[0]}') and so takes values from "
+                                f"{-size} to {size - 1}: {listing(bad)}")
+
+
+def _gathers_indexed_by(model: onnx.ModelProto, name: str) -> list[tuple[onnx.NodeProto, int]]:
+    """(Gather node, size of its gathered axis) for each Gather whose indices are the tensor `name` or come from it
+    through VALUE_PRESERVING_OPS; Gathers whose axis size is unknown are left out."""
+    work = typed(model)
+    shapes = _known_dims(work)
+    found, carriers, frontier = [], {name}, [name]
+    while frontier:
+        tensor = frontier.pop()
+        for node in work.graph.node:
+            if node.op_type == "Gather" and node.input[1] == tensor:
+                data_shape = shapes.get(node.input[0], ())
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                if -len(data_shape) <= axis < len(data_shape) and data_shape[axis] > 0:
+                    found.append((node, data_shape[axis]))
+            elif node.op_type in VALUE_PRESERVING_OPS and node.input[0] == tensor and node.output[0] not in carriers:
+                carriers.add(node.output[0])
+                frontier.append(node.output[0])
+    return found
+
+
+def _known_dims(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Dims of every tensor whose rank is known, by name (-1 for a dim that is not): initializers and the values
+    shape inference typed."""
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for name, value in value_infos(model).items():
+        if value.type.tensor_type.HasField("shape"):
+            dims[name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim)
+    return dims

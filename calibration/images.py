@@ -1,15 +1,21 @@
-"""A calibration folder -> samples in memory: images (decoded by torchvision, PIL only for the formats it lacks)
-or .npy tensors for models whose inputs are not images.
+"""A calibration folder -> samples in memory: images (decoded by PIL) or .npy tensors for models whose inputs are
+not images.
 
 Every file is read once: its bytes give both the sample and the content digest that fingerprints the set.
 Files that cannot be decoded are skipped and reported in one warning, so one bad file never stops a run.
+A file over the size limits below (bytes on disk, pixels or array bytes its header declares) is refused before
+anything is read or decoded, with a warning of its own, and skipped like an unreadable one: a 70-byte PNG can
+declare 60000x60000 pixels (10.8 GB to decode) and a sparse file can be hundreds of GB.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import logging
+import math
 import os
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +23,35 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
 from graphopt.calibration.preprocess import Preprocess
 from graphopt.errors import GraphoptError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-TORCHVISION_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I"})  # how PIL opens 16-bit grey PNGs
 ARRAY_SUFFIX = ".npy"
-# What decoders raise on a damaged or foreign file (torchvision: RuntimeError; PIL: OSError and its own).
-DECODE_ERRORS = (RuntimeError, OSError, ValueError, EOFError, Image.DecompressionBombError)
+# The most pixels an image header may declare: PIL's default Image.MAX_IMAGE_PIXELS (its decompression-bomb limit),
+# 89.5 megapixels, 256 MiB as 8-bit RGB. Above what phones save by default and what most cameras take (only 100+ MP
+# sensor modes and medium format exceed it; such files need downscaling first). The image is shrunk to the model's
+# input anyway, so a larger one only costs memory (decoding it takes 3 bytes a pixel, or more).
+MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+# The most bytes one calibration file (image or .npy) may hold: 512 MiB. An uncompressed 8-bit RGBA image at
+# MAX_PIXELS is 358 MB and a compressed photo tens of MB; a .npy sample that size is 134 million float32 values,
+# and every sample is held in memory at once. It bounds what reading one file costs (its bytes, one copy to decode).
+MAX_FILE_BYTES = 512 * 2**20
+# What decoders raise on a damaged or foreign file (torchvision: RuntimeError; PIL: OSError and its own, its
+# decompression-bomb warning included, as decode_rgb makes it an error; OverLimit is a ValueError).
+DECODE_ERRORS = (RuntimeError, OSError, ValueError, EOFError, Image.DecompressionBombError,
+                 Image.DecompressionBombWarning)
+_PIL_PIXELS = re.compile(r"\((\d+) pixels\)")  # the declared size in PIL's decompression-bomb message
 
 log = logging.getLogger(__name__)
+
+
+class OverLimit(ValueError):
+    """A file over MAX_FILE_BYTES or a header declaring more than the limits allow; the message says what it is
+    and the limit. A ValueError, so code that skips unreadable files (DECODE_ERRORS) skips these too."""
 
 
 @dataclass(frozen=True)
@@ -80,16 +102,63 @@ def load_images(folder: Folder, preprocess: Preprocess) -> Samples:
 
 def decode_rgb(data: bytes, suffix: str) -> torch.Tensor:
     """Encoded bytes -> uint8 RGB (3, H, W), EXIF orientation applied; grey, palette, CMYK, alpha, 16-bit and
-    animated images are converted (alpha dropped, first frame kept)."""
-    if suffix.lower() in TORCHVISION_SUFFIXES:
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
-                             apply_exif_orientation=True)
-    else:
-        with Image.open(io.BytesIO(data)) as pil:
-            image = F.pil_to_tensor(ImageOps.exif_transpose(pil).convert("RGB"))
-    if image.ndim == 4:  # an animated GIF: its first frame, as PIL gives for the other formats
-        image = image[0]
-    return F.to_dtype(image, torch.uint8, scale=True)
+    animated images are converted (alpha dropped, first frame kept).
+
+    The header is read (by PIL, which reads nothing else) and checked against the pixel limit before anything is
+    decoded; PIL's decompression-bomb warning is an error throughout. Raises OverLimit. PIL decodes every format:
+    torchvision's PNG decoder ends the process with a segmentation fault on a PNG whose compressed data is short
+    ("libpng error: Not enough image data"), where PIL decodes what is there."""
+    del suffix  # the format is read from the bytes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _open_checked(data) as pil:
+            return _to_rgb(pil)
+
+
+def _to_rgb(pil: Image.Image) -> torch.Tensor:
+    """Decode a checked image: first frame, EXIF orientation, 16-bit grey scaled to 8 bits, every mode to RGB."""
+    image = ImageOps.exif_transpose(pil)
+    if image.mode in SIXTEEN_BIT_MODES:
+        image = Image.fromarray((np.asarray(image).astype(np.uint32) // 257).astype(np.uint8), "L")
+    return F.pil_to_tensor(image.convert("RGB"))
+
+
+def _open_checked(data: bytes) -> Image.Image:
+    """The image opened lazily by PIL (header only), refused with OverLimit when it declares more pixels than
+    the limit. PIL's own decompression-bomb check in `open` (an error here, by the caller) refuses first while
+    Image.MAX_IMAGE_PIXELS is PIL's default, and its message gives the declared pixels; ours still holds where the
+    host program raised or lifted PIL's limit."""
+    limit = pixel_limit()
+    try:
+        pil = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = _PIL_PIXELS.search(str(exc))
+        declared = f"{int(found[1]):,} pixels" if found else f"more than {limit:,} pixels"
+        raise OverLimit(f"its header declares {declared}, over the limit of {limit:,} pixels") from None
+    width, height = pil.size
+    if width * height > limit:
+        pil.close()
+        raise OverLimit(f"its header declares {width}x{height} pixels, over the limit of {limit:,} pixels")
+    return pil
+
+
+def pixel_limit() -> int:
+    """MAX_PIXELS, or PIL's Image.MAX_IMAGE_PIXELS where the host program lowered it (PIL then refuses first)."""
+    pil = Image.MAX_IMAGE_PIXELS
+    return MAX_PIXELS if pil is None else min(MAX_PIXELS, pil)
+
+
+def read_limited(path: Path) -> bytes:
+    """A file's bytes, refused with OverLimit above MAX_FILE_BYTES: by its size on disk before anything is read
+    (a sparse file can claim hundreds of GB), and by a bounded read (a file that grows, or lies about its size)."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise OverLimit(f"it is {size:,} bytes ({_size(size)}), over the limit of {_size(MAX_FILE_BYTES)} per file")
+    with path.open("rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise OverLimit(f"it holds more than the limit of {_size(MAX_FILE_BYTES)} per file")
+    return data
 
 
 def load_arrays(folder: Folder, shape: tuple[int | None, ...], dtype: np.dtype, input_name: str) -> Samples:
@@ -97,6 +166,7 @@ def load_arrays(folder: Folder, shape: tuple[int | None, ...], dtype: np.dtype, 
     dimension (None where dynamic, but then all samples must agree)."""
 
     def decode(data: bytes, path: Path) -> torch.Tensor:
+        _check_npy_header(data)
         array = np.load(io.BytesIO(data), allow_pickle=False)
         name = path.relative_to(folder.root).as_posix()
         if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)):
@@ -110,14 +180,36 @@ def load_arrays(folder: Folder, shape: tuple[int | None, ...], dtype: np.dtype, 
     return _load(folder, folder.arrays, decode)
 
 
+def _check_npy_header(data: bytes) -> None:
+    """Refuse a .npy whose header declares more array bytes than the file could hold, before np.load allocates
+    them: it allocates the declared array first and reads after, so a 100-byte file declaring 7 TiB is a
+    MemoryError (or, where the allocation succeeds lazily, gigabytes reserved for nothing). Over MAX_FILE_BYTES
+    is OverLimit; more than the bytes that follow the header is a truncated file (ValueError, as np.load says)."""
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(stream)
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > MAX_FILE_BYTES:
+        raise OverLimit(f"its header declares {_size(declared)} of array data ({'x'.join(map(str, shape))} "
+                        f"{dtype}), over the limit of {_size(MAX_FILE_BYTES)} per file")
+    if declared > len(data) - stream.tell():
+        raise ValueError(f"truncated .npy: its header declares {declared} bytes of data")
+
+
 def _load(folder: Folder, paths: list[Path], decode: Callable[[bytes, Path], torch.Tensor]) -> Samples:
-    """Read and decode each file, skip the unreadable ones with one warning, stack the rest."""
+    """Read and decode each file, skip the unreadable ones with one warning (and each one over a size limit with
+    a warning of its own, naming what it holds and the limit), stack the rest."""
     tensors, files, digests, skipped = [], [], [], []
     for path in paths:
         name = path.relative_to(folder.root).as_posix()
         try:
-            data = path.read_bytes()
+            data = read_limited(path)
             tensors.append(decode(data, path))
+        except OverLimit as exc:
+            log.warning("calibration file %s skipped: %s", name, exc)
+            skipped.append(name)
+            continue
         except DECODE_ERRORS:
             skipped.append(name)
             continue
@@ -138,10 +230,10 @@ def _warn(folder: Folder, skipped: list[str], total: int) -> None:
     """One warning for everything left out, so the user sees it without a flood of lines."""
     parts = []
     if skipped:
-        parts.append(f"skipped {len(skipped)} of {total} files that could not be read ({_names(skipped)})")
+        parts.append(f"skipped {len(skipped)} of {total} files that could not be read ({listing(skipped)})")
     if folder.others:
         others = [p.relative_to(folder.root).as_posix() for p in folder.others]
-        parts.append(f"ignored {_count(len(others), 'file')} of other kinds ({_names(others)})")
+        parts.append(f"ignored {_count(len(others), 'file')} of other kinds ({listing(others)})")
     if parts:
         log.warning("calibration folder %s: %s", folder.root, "; ".join(parts))
 
@@ -150,8 +242,17 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _names(names: list[str], shown: int = 3) -> str:
+def listing(names: list[str], shown: int = 3) -> str:
+    """The first few names and how many more, for one-line messages."""
     return ", ".join(names[:shown]) + (f", and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _size(n: int) -> str:
+    """Bytes for people: 512 MiB, 200 GiB."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n} bytes"
 
 
 def _count(n: int, noun: str) -> str:

@@ -22,3 +22,13 @@ def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     path = zoo.export(zoo.tiny_resnet(), torch.randn(2, 3, 16, 16), folder / "tiny.onnx", "torchscript")
     return path, zoo.write_images(folder / "images", 12)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: two OpenMP threads on a shared 2-core machine spin against each other
+    (measured 30x slower than one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

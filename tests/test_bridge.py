@@ -24,13 +24,7 @@ CASES += [(name, "dynamo") for name in ("resnet18", "convnext_tiny", "vit")]
 BATCH = 3  # not the exported batch of 2: dynamic axes are exercised
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two OpenMP threads on this shared 2-core machine spin against each other: 30x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(exported, name: str, exporter: str) -> onnx.ModelProto:

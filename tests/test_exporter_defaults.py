@@ -28,13 +28,7 @@ NEWEST_OPSET = supported_opsets().stop - 1
 BATCH = 2  # not the exported batch of 1: the dynamic batch axis is exercised
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two OpenMP threads on a shared 2-core machine spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def export_default(model: torch.nn.Module, x: torch.Tensor, path: Path, exporter: str,
