@@ -27,6 +27,7 @@ from torchvision.transforms.v2 import functional as F
 
 from graphopt.calibration.preprocess import Preprocess
 from graphopt.errors import GraphoptError
+from graphopt.runtime.inputs import check_input_bytes
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I"})  # how PIL opens 16-bit grey PNGs
@@ -96,7 +97,10 @@ def scan(folder: str | os.PathLike) -> Folder:
 
 
 def load_images(folder: Folder, preprocess: Preprocess) -> Samples:
-    """Decode every image to RGB and keep it as uint8 at `preprocess.stored_size` in the model's channels."""
+    """Decode every image to RGB and keep it as uint8 at `preprocess.stored_size` in the model's channels; a set
+    that would not fit in a quarter of memory at that size is refused before any is decoded."""
+    check_input_bytes("calibration images", (len(folder.images), preprocess.channels, *preprocess.stored_size),
+                      np.uint8)
     return _load(folder, folder.images, lambda data, path: preprocess.fit(decode_rgb(data, path.suffix)))
 
 

@@ -232,6 +232,15 @@ def test_an_image_size_too_large_for_memory_is_refused(dynamic_hw, tiny, tmp_pat
            tmp_path)
 
 
+def test_a_calibration_set_too_large_for_memory_at_its_size_is_refused(dynamic_hw, tiny, tmp_path, capsys):
+    """A --size at which one image fits (12 bytes a pixel as float, half a quarter of memory) but the twelve stored
+    together (3 bytes a pixel each, at 1/0.875 the size) would not."""
+    quarter = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    size = int((quarter / 24) ** 0.5)
+    _fails(capsys, _accelerate(dynamic_hw, tiny[1], tmp_path / "out.onnx", "--size", size),
+           "input 'calibration images' of shape 12x3x", tmp_path)
+
+
 def test_target_ms_inf_is_refused(tiny, tmp_path, capsys, monkeypatch):
     _no_work(monkeypatch)
     argv = _accelerate(tiny[0], tiny[1], tmp_path / "out.onnx")
