@@ -101,10 +101,10 @@ def load_images(folder: Folder, preprocess: Preprocess) -> Samples:
     that would not fit in a quarter of memory at that size is refused before any is decoded."""
     check_input_bytes("calibration images", (len(folder.images), preprocess.channels, *preprocess.stored_size),
                       np.uint8)
-    return _load(folder, folder.images, lambda data, path: preprocess.fit(decode_rgb(data, path.suffix)))
+    return _load(folder, folder.images, lambda data, path: preprocess.fit(decode_rgb(data)))
 
 
-def decode_rgb(data: bytes, suffix: str) -> torch.Tensor:
+def decode_rgb(data: bytes) -> torch.Tensor:
     """Encoded bytes -> uint8 RGB (3, H, W), EXIF orientation applied; grey, palette, CMYK, alpha, 16-bit and
     animated images are converted (alpha dropped, first frame kept).
 
@@ -112,7 +112,6 @@ def decode_rgb(data: bytes, suffix: str) -> torch.Tensor:
     decoded; PIL's decompression-bomb warning is an error throughout. Raises OverLimit. PIL decodes every format:
     torchvision's PNG decoder ends the process with a segmentation fault on a PNG whose compressed data is short
     ("libpng error: Not enough image data"), where PIL decodes what is there."""
-    del suffix  # the format is read from the bytes
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with _open_checked(data) as pil:

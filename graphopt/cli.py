@@ -166,8 +166,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     from graphopt.pipeline import accelerate
     from graphopt.runtime.inputs import parse_input_shapes
     check_outputs({"-o": args.output, "--report": args.report, "--engine": args.engine}, args.model, args.calib)
-    preprocess = {k: v for k, v in {"size": _size(args.size), "norm": args.norm, "mean": args.mean, "std": args.std,
-                                    "bgr": args.bgr or None, "resize": args.resize}.items() if v is not None}
+    preprocess = _preprocess_options(args)
     settings = AccelerateSettings(
         target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop,
         blocks=[i.strip() for i in args.blocks.split(",") if i.strip()] if args.blocks else None, runtime=args.runtime,
@@ -194,6 +193,27 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_summary(report, args.output)
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from graphopt.evaluate import evaluate, format_table
+    from graphopt.report import emit_json
+    if args.threads is not None and args.threads < 0:
+        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {args.threads})")
+    result = evaluate(args.models, args.images, labels=args.labels, classes=args.classes,
+                      preprocess=_preprocess_options(args), batch=args.batch, threads=args.threads or None,
+                      progress=not args.quiet)
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        print(format_table(result))
+    return 0
+
+
+def _preprocess_options(args: argparse.Namespace) -> dict:
+    """The preprocessing options given on the command line, as Preprocess.for_model's keyword arguments."""
+    return {k: v for k, v in {"size": _size(args.size), "norm": args.norm, "mean": args.mean, "std": args.std,
+                              "bgr": args.bgr or None, "resize": args.resize}.items() if v is not None}
 
 
 def _write_failure_report(path: Path, model: Path, settings: AccelerateSettings, exc: TargetUnreachable) -> None:
@@ -324,6 +344,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p)
     _add_latency_options(p)
     p.set_defaults(func=cmd_accelerate)
+
+    p = sub.add_parser("eval", help="top-1 and top-5 accuracy on labelled images, and agreement with the first model, "
+                                    "each with a 95%% interval: how to check what accelerate gave you")
+    p.add_argument("models", type=Path, nargs="+", help="ONNX models; agreement is measured against the first")
+    p.add_argument("--images", type=Path, required=True,
+                   help="folder of images: class sub-folders (wnid or index names) give the labels, else --labels")
+    p.add_argument("--labels", type=Path, help="file of 'NAME LABEL' lines (names relative to --images); without "
+                                               "labels only agreement is reported")
+    p.add_argument("--classes", type=Path, help="class names (wnids) one per line in the models' index order "
+                                                "(default: sorted folder names)")
+    p.add_argument("--batch", type=int, default=32, help="images per inference batch")
+    p.add_argument("--threads", type=int, help="onnxruntime threads (default: the runtime's)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_preprocessing_options(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("blocks", help="list the residual blocks of a model")
     _add_model(p)
