@@ -21,7 +21,8 @@ from graphopt.runtime import Comparison, LatencyBackend, LatencyStats
 from graphopt.runtime.base import TimingRun
 
 # An action's measured saving above this multiple of its share of multiply-adds (plus the run's noise) is suspect;
-# measured across torchvision CNNs, block savings stay within about 1.5x of the MAC share (docs/blocks_latency.md).
+# measured across torchvision CNNs, block savings stay within about 1.5x of the MAC share
+# (docs/studies/blocks_latency.md).
 PLAUSIBLE_MACS_MULTIPLE = 2.0
 REMEASURE_TRIES = 2
 # Predictions add up several single-block savings, so the table is timed to this share of the noise threshold.

@@ -32,8 +32,8 @@ class AccelerateSettings:
     methods: list[str] | None = None  # kinds of cut to search ("blocks", "filters", "basis"); None: DEFAULT_METHODS
     # which channels a group gives up first: "refit" (those the least-squares refit of their consumers restores
     # best, chosen greedily), "taylor" (l1 for models without class scores), "l1" or "dagger". Measured, each group
-    # cut to half and refit (docs/importance_*.md): held-out feature error lowest with refit on 18 of 23 Lite0 and
-    # 9 of 11 Fashion-MNIST groups; test top-1 0.9217 refit, 0.9207 dagger, 0.9179 taylor, 0.9163 l1
+    # cut to half and refit (docs/studies/importance_*.md): held-out feature error lowest with refit on 18 of 23
+    # Lite0 and 9 of 11 Fashion-MNIST groups; test top-1 0.9217 refit, 0.9207 dagger, 0.9179 taylor, 0.9163 l1
     importance: str = "refit"
     # what a cut costs: "kl" (class scores' KL divergence from the original's, every cut measured without
     # training, plans re-measured together), "recoverability" (PRACTISE: held-out feature error after adaptor

@@ -204,12 +204,15 @@ def test_results_page_carries_every_methods_study_summary(tmp_path):
     from tools.make_results import studies_markdown
     summary = [{"method": "blocks", "runs": 3, "quality_mean": 0.9, "quality_min": 0.89, "quality_max": 0.91,
                 "ratio_mean": 0.64, "ratio_min": 0.6, "ratio_max": 0.7}]
-    (tmp_path / "methods_x.json").write_text(json.dumps({"summary": summary, "unreachable": [
+    studies = tmp_path / "studies"  # docs/studies/ beside docs/results.md
+    studies.mkdir()
+    (studies / "methods_x.json").write_text(json.dumps({"summary": summary, "unreachable": [
         {"method": "basis", "seed": 0, "why": "every cut at once measures 0.994"}]}))
-    (tmp_path / "methods_x.md").write_text("# Methods at target 0.7: X\n\nMade by `cmd`, today.\n")
-    (tmp_path / "methods_y.json").write_text(json.dumps({"rows": []}))  # no summary: not a methods study
-    lines = studies_markdown(tmp_path)
+    (studies / "methods_x.md").write_text("# Methods at target 0.7: X\n\nMade by `cmd`, today.\n")
+    (studies / "methods_y.json").write_text(json.dumps({"rows": []}))  # no summary: not a methods study
+    lines = studies_markdown(studies, tmp_path)
     assert "## Methods at target 0.7: X (methods_x)" in lines
+    assert "Made by `cmd`, today. Every run: [methods_x.md](studies/methods_x.md)." in lines
     assert "| blocks | 3 | 0.9000 (0.8900–0.9100) | 0.640 (0.600–0.700) |" in lines
     assert any("basis (seed 0): every cut at once measures 0.994" in line for line in lines)
     assert not any("methods_y" in line for line in lines)

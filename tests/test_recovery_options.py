@@ -1,5 +1,5 @@
-"""Recovery options that are off by default until they beat the default on Lite0 (docs/recovery_choices.md): they
-must still do what they say."""
+"""Recovery options that are off by default until they beat the default on Lite0
+(docs/studies/recovery_choices.md): they must still do what they say."""
 import numpy as np
 import onnx
 import torch

@@ -3,9 +3,9 @@ split removes, the share of latency it saves (measured on onnxruntime, each spli
 original as accelerate's latency table does), and the held-out feature error the split leaves with the weight's
 SVD basis and with the output basis fitted on the calibration images.
 
-    python -m tools.bench_basis --bench lite0 --out docs/basis_lite0.md
-    python -m tools.bench_basis --bench fmnist --out docs/basis_fmnist.md
-    python -m tools.bench_basis --torchvision resnet18 --out docs/basis_resnet18.md   (untrained: latency only)
+    python -m tools.bench_basis --bench lite0 --out docs/studies/basis_lite0.md
+    python -m tools.bench_basis --bench fmnist --out docs/studies/basis_fmnist.md
+    python -m tools.bench_basis --torchvision resnet18 --out docs/studies/basis_resnet18.md   (untrained: latency only)
 
 Writes --out (markdown) and its .json twin.
 """

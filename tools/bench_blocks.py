@@ -7,7 +7,7 @@ the core or loses a scheduler slice), so savings are given from the medians and 
 track the uncontended latency. The summary asks whether MAC share predicts those savings, and whether
 the savings of single blocks add up when several are dropped together (what block selection relies on).
 
-    python -m tools.bench_blocks --threads 1 --out docs/blocks_latency.md
+    python -m tools.bench_blocks --threads 1 --out docs/studies/blocks_latency.md
 """
 from __future__ import annotations
 
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-blocks", type=int, default=None,
                         help="measure at most this many droppable blocks per model (evenly spaced)")
     parser.add_argument("--note", default="", help="free text for the results file (e.g. what shared the machine)")
-    parser.add_argument("--out", type=Path, default=Path("docs/blocks_latency.md"),
+    parser.add_argument("--out", type=Path, default=Path("docs/studies/blocks_latency.md"),
                         help="markdown results; the JSON goes beside it")
     return parser
 

@@ -9,7 +9,7 @@ measured against the original side by side. Because the
 search reads the evaluation images, its quality bounds from above what any scoring on the calibration images
 could choose; recovery then adds what it adds (1–8 points on Lite0 in every run so far).
 
-    python -m tools.bench_ceiling --bench lite0 --target 0.8 --out docs/ceiling_lite0_08.md
+    python -m tools.bench_ceiling --bench lite0 --target 0.8 --out docs/studies/ceiling_lite0_08.md
 
 Writes --out (markdown) and its .json twin.
 """

@@ -3,8 +3,8 @@ criterion's order, its consumers refit in closed form, and the held-out feature 
 better). The same calibration split and widths for every criterion; Dagger gets the same training time a run with
 the default budget gives it.
 
-    python -m tools.bench_importance --bench lite0 --out docs/importance_lite0.md
-    python -m tools.bench_importance --bench fmnist --out docs/importance_fmnist.md
+    python -m tools.bench_importance --bench lite0 --out docs/studies/importance_lite0.md
+    python -m tools.bench_importance --bench fmnist --out docs/studies/importance_fmnist.md
 
 Writes --out (markdown) and its .json twin.
 """

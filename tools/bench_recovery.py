@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-count", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--time-budget", type=float, default=6.0)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "recovery_choices.md")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "studies" / "recovery_choices.md")
     args = parser.parse_args(argv)
     command = "python -m tools.bench_recovery " + " ".join(argv if argv is not None else sys.argv[1:])
     model, calib = load_model(lite0_path()), write_calibration(args.calib_count, 0)

@@ -7,7 +7,7 @@ class scores from the original's on the held-out calibration images and three au
 images (agreement on unseen photos for Lite0). The table gives each measure's rank correlation with that quality
 and the plan each would pick among those removing at least --min-macs of the multiply-adds.
 
-    python -m tools.bench_scoring --bench lite0 --out docs/scoring_lite0.md
+    python -m tools.bench_scoring --bench lite0 --out docs/studies/scoring_lite0.md
 
 Writes --out (markdown) and its .json twin.
 """

@@ -1,7 +1,7 @@
 """Is the latency target really met? `graphopt accelerate` on EfficientNet-Lite0, on a quiet machine and with a
 CPU-burning process beside it, each result checked by an independent interleaved measurement.
 
-    python -m tools.bench_target --out docs/target_check.md
+    python -m tools.bench_target --out docs/studies/target_check.md
 
 For each condition the tool runs the `graphopt accelerate` command a user would (a subprocess, --report), then,
 when it exited 0, times the original and the output itself: two onnxruntime sessions (1 thread, no spinning) run
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", default="quiet:0,loaded:1",
                         help="NAME:BURNERS pairs, comma-separated (burners = CPU-spinning processes)")
     parser.add_argument("--check-seconds", type=float, default=20.0)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "target_check.md")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "studies" / "target_check.md")
     parser.add_argument("accelerate_args", nargs="*", help="extra accelerate options, after --")
     args = parser.parse_args(argv)
     command = "python -m tools.bench_target " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -3,7 +3,7 @@ pruned to every width from 8k−7 to 8k around half its size, timed against the 
 variant interleaved with the original, as accelerate's latency table does). If latency steps at multiples of 8,
 widths between them waste accuracy for no time; if it falls smoothly, finer widths are worth offering.
 
-    python -m tools.bench_widths --bench lite0 --out docs/widths_lite0.md
+    python -m tools.bench_widths --bench lite0 --out docs/studies/widths_lite0.md
 
 Writes --out (markdown) and its .json twin.
 """

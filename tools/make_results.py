@@ -34,6 +34,7 @@ from tools.bench_common import run_cli
 
 COMMAND = "python -m tools.make_results"
 REPO = Path(__file__).resolve().parent.parent
+STUDIES = "studies"  # the one-off study reports: this folder beside the results page (docs/studies/)
 MARKERS = {"original": "*", "original-repeat": "x", "random": "o", "last-per-stage": "s", "proxy": "^",
            "accelerate": "D", "random + recovery": "v", "ort quantize_static": "P", "accelerate int8": "X"}
 
@@ -216,22 +217,25 @@ def write_markdown(results: dict, path: Path) -> None:
         section = bench_markdown(result)
         made = f"Section made by `{result.get('command', COMMAND)}`, {result.get('generated', env['generated'])}."
         lines += [*section[:2], made, "", *section[2:]]
-    lines += studies_markdown(path.parent)
+    lines += studies_markdown(path.parent / STUDIES, path.parent)
     path.write_text("\n".join(lines))
 
 
-def studies_markdown(folder: Path) -> list[str]:
-    """The summary table of every methods study in `folder` (docs/methods_*.json, written by
-    tools/bench_methods.py), with the command that made it and a link to its every-run table."""
+def studies_markdown(folder: Path, page: Path | None = None) -> list[str]:
+    """The summary table of every methods study in `folder` (docs/studies/methods_*.json, written by
+    tools/bench_methods.py), with the command that made it and a link to its every-run table, relative to the
+    folder of the page (`page`, default `folder`)."""
     lines = []
     for study in sorted(folder.glob("methods_*.json")):
-        text = study.with_suffix(".md").read_text().splitlines() if study.with_suffix(".md").is_file() else []
+        every_run = study.with_suffix(".md")
+        text = every_run.read_text().splitlines() if every_run.is_file() else []
         data = json.loads(study.read_text())
         if not text or "summary" not in data:
             continue
         made = next((line for line in text if line.startswith("Made by")), "")
-        lines += ["", f"## {text[0].lstrip('# ')} ({study.stem})", "", f"{made} Every run: [{study.with_suffix('.md').name}]"
-                  f"({study.with_suffix('.md').name}).", "",
+        link = Path(os.path.relpath(every_run, page or folder)).as_posix()
+        lines += ["", f"## {text[0].lstrip('# ')} ({study.stem})", "", f"{made} Every run: [{every_run.name}]"
+                  f"({link}).", "",
                   "| method | runs | quality mean (min–max) | latency ratio mean (min–max) |", "|---|---|---|---|"]
         lines += [f"| {s['method']} | {s['runs']} | {s['quality_mean']:.4f} ({s['quality_min']:.4f}–"
                   f"{s['quality_max']:.4f}) | {s['ratio_mean']:.3f} ({s['ratio_min']:.3f}–{s['ratio_max']:.3f}) |"
@@ -307,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=REPO / "docs")
     parser.add_argument("--render", action="store_true",
                         help="run no benchmark: write results.md and results.png again from results.json and the "
-                             "methods studies beside it")
+                             "methods studies in studies/ beside it")
     args = parser.parse_args(argv)
     if not args.out_dir.is_dir():
         raise GraphoptError(f"output folder {args.out_dir} does not exist")

@@ -10,8 +10,8 @@ from graphopt.methods.plan import Planner
 
 METHODS = ("blocks", "filters", "basis")
 # basis is asked for by name: on Lite0 its splits cost about 2.5x the feature error of channel cuts per multiply-add
-# removed (docs/basis_lite0.md), and on the Fashion-MNIST ResNet-20 every split at once saves 1-8% of the latency
-# while adding them to the joint search lost a point (docs/methods_fmnist_basis.md)
+# removed (docs/studies/basis_lite0.md), and on the Fashion-MNIST ResNet-20 every split at once saves 1-8% of the
+# latency while adding them to the joint search lost a point (docs/studies/methods_fmnist_basis.md)
 DEFAULT_METHODS = ("blocks", "filters")
 
 

@@ -65,7 +65,7 @@ def discover(loaded: Loaded, settings: AccelerateSettings, clock: StageClock, qu
             found = basis_actions(original, shapes)
             if found:
                 from graphopt.calibration.basis import fitted_bases
-                # kept by output energy: on Lite0 that beat Taylor order (docs/basis_lite0.md)
+                # kept by output energy: on Lite0 that beat Taylor order (docs/studies/basis_lite0.md)
                 bases = fitted_bases(original, sorted({a.target for a in found}), train.tensors(),
                                      threads=settings.threads, seed=settings.seed)
             actions += found
