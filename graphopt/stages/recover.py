@@ -15,30 +15,31 @@ from graphopt.target import confirm_target
 from graphopt.verify import agreement, check_recovered, check_valid
 
 
-def int8_alone(run: Run, table, target: float | None) -> Outcome | None:
-    """The original in INT8 with no block dropped, when the table says that alone may meet the target and the final
-    measurement confirms it (or when nothing can be dropped: then it is the only candidate, met or not)."""
-    if run.int8 is None or target is None or (table.start > target + table.noise and run.actions):
-        return None  # (within the table's noise of the target, INT8 alone gets a measurement of its own)
+def int8_alone(run: Run) -> Outcome | None:
+    """The cheapest answer first: the original quantized by onnxruntime's quantize_static (the user's own
+    alternative), measured against the original before any cut is timed. When it meets the latency goal it is handed
+    back as it is, in seconds, with no block dropped and no training; when the model has nothing to cut, a miss is
+    final. None when a cut is needed (or the output is not INT8, or the goal is a number of blocks)."""
+    settings = run.settings
+    if run.int8 is None or (settings.target_latency is None and settings.target_ms is None):
+        return None
     with run.stages("final latency"):
+        target = settings.target_latency
+        if target is None:  # a goal in milliseconds becomes a ratio once the original has been timed
+            target = settings.target_ms / run.backend.compare(run.original, run.int8).base.median_ms
         check = confirm_target(run.backend, run.original, run.int8, target)
     if not check.met:
         if run.actions:
+            say(run.quiet, f"INT8 alone measured {check.describe()} against a target of {target:.3f}: cuts needed")
             return None
         raise TargetUnreachable(f"latency target {target:.3f} was not met: the model has nothing to cut and "
                                 f"INT8 alone measured {check.describe()}")
-    model, int8_recovery = run.deliverable(run.original)
-    if model is not run.int8:  # INT8 recovery changed the weights, not the graph: confirm the model handed back
-        with run.stages("final latency"):
-            check = confirm_target(run.backend, run.original, model, target)
-        if not check.met:
-            return None
-    say(run.quiet, f"INT8 alone meets the target: measured ratio {check.final.ratio:.3f}, no block dropped")
-    attempts = [Attempt([], table.start, m.ratio, m.noise, m.noisy, stage="final") for m in check.measurements]
+    say(run.quiet, f"INT8 alone meets the target: measured ratio {check.final.ratio:.3f}, nothing cut")
+    attempts = [Attempt([], check.final.ratio, m.ratio, m.noise, m.noisy, stage="final") for m in check.measurements]
     with run.stages("verify"):
-        check_valid(model)
-        agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
-    return Outcome(model, Selection([], check.final.ratio, attempts), None, agreed, check, int8_recovery)
+        check_valid(run.int8)
+        agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.threads)
+    return Outcome(run.int8, Selection([], check.final.ratio, attempts), None, agreed, check)
 
 
 def cut_and_recover(run: Run, table, target: float | None) -> tuple[Ranking, Outcome]:

@@ -29,7 +29,7 @@ class Report:
     blocks: dict  # found, droppable
     channel_groups: list[dict] | None
     candidates: list[dict]  # every cut on offer: id, method, share of multiply-adds removed
-    latency_table: dict
+    latency_table: dict | None  # None when INT8 alone met the target before any cut was timed
     scoring: str  # what ranked the cuts: "kl", "recoverability", "given" (--blocks), "none" (INT8 alone met it)
     block_scores: dict  # block id -> KL divergence of class scores with the block dropped (kl scoring)
     recoverability: dict  # block id -> held-out error after adaptor training (recoverability scoring)
@@ -57,8 +57,8 @@ class Report:
         return asdict(self)
 
 
-def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outcome, target: float | None) -> Report:
-    """The report; `ranking` is None when INT8 alone met the target and nothing was ranked."""
+def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outcome) -> Report:
+    """The report; `table` and `ranking` are None when INT8 alone met the target and no cut was timed or ranked."""
     ranking = ranking or Ranking([], "none")
     check = outcome.final if isinstance(outcome.final, TargetCheck) else None
     latency = check.final if check else outcome.final
@@ -74,7 +74,7 @@ def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outco
         blocks={"found": len(run.blocks), "droppable": len(run.droppable)},
         channel_groups=None if run.channels is None else [g.to_dict() for g in run.channels.groups],
         candidates=[{"id": a.id, "method": a.method, "macs_share": a.macs_share} for a in run.actions],
-        latency_table=table.to_dict(), scoring=ranking.scoring,
+        latency_table=None if table is None else table.to_dict(), scoring=ranking.scoring,
         block_scores=_scores_of(ranking, run.actions, "blocks"), recoverability=ranking.block_recoverability,
         recoverability_cached=ranking.cached,
         channel_scores=_scores_of(ranking, run.actions, "filters"),
@@ -100,7 +100,7 @@ def _scores_of(ranking: Ranking, actions: list[Action], method: str) -> dict:
 def _rows(run: Run, table, outcome: Outcome, latency: Comparison) -> list[dict]:
     """The original, INT8 alone (the user's alternative, when the output is INT8) and graphopt's result side by
     side: latency ratio to the original and top-1 agreement with it on the held-out images."""
-    rows = [{"model": "original", "ratio": 1.0, "ms": table.base.median_ms, "agreement_top1": 1.0}]
+    rows = [{"model": "original", "ratio": 1.0, "ms": latency.base.median_ms, "agreement_top1": 1.0}]
     if run.int8 is not None and outcome.model is not run.int8:  # quantize_static's rounding alone, for comparison
         with run.stages("verify"):
             agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.threads)
