@@ -25,3 +25,9 @@ def check_range(flag: str, value: float, unit: str, low: float, high: float = ma
         else:
             span = f"{'above' if low_open else 'from'} {low:g} {'and below' if high_open else 'up to'} {high:g}"
         raise GraphoptError(f"{flag} must be a finite {unit} {span} (got {value:g})")
+
+
+def check_threads(threads: int | None) -> None:
+    """--threads: None or 0 leave the runtime its own choice; a negative count is refused."""
+    if threads is not None and threads < 0:
+        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {threads})")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from graphopt import __version__
+from graphopt.bounds import check_threads
 from graphopt.errors import GraphoptError, TargetUnreachable
 from graphopt.runtime.base import TimingSettings
 from graphopt.settings import IMPORTANCE, LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
@@ -65,8 +66,7 @@ def backend_from_args(args: argparse.Namespace, models: list[onnx.ModelProto], c
     """The latency backend the options ask for; `models` are the ones it will time (to check --input-shape)."""
     from graphopt.precision import Int8Timing, quantizes_graph
     from graphopt.runtime import TimingSettings, get_backend
-    if args.threads is not None and args.threads < 0:
-        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {args.threads})")
+    check_threads(args.threads)
     settings = TimingSettings(batch=args.batch, warmup=args.warmup, repeats=args.repeats,
                               min_seconds=args.min_seconds, input_shapes=_input_shapes(args, models),
                               noise_threshold=args.noise_threshold, max_seconds=args.max_timing_seconds)
@@ -198,8 +198,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from graphopt.evaluate import evaluate, format_table
     from graphopt.report import emit_json
-    if args.threads is not None and args.threads < 0:
-        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {args.threads})")
+    check_threads(args.threads)
     result = evaluate(args.models, args.images, labels=args.labels, classes=args.classes,
                       preprocess=_preprocess_options(args), batch=args.batch, threads=args.threads or None,
                       progress=not args.quiet)

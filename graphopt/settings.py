@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphopt.bounds import check_range
+from graphopt.bounds import check_range, check_threads
 from graphopt.errors import GraphoptError
 from graphopt.runtime.base import TimingSettings
 
@@ -84,8 +84,7 @@ def check_settings(settings: AccelerateSettings) -> None:
     for name in ("score_iterations", "recover_iterations", "batch_size"):
         if getattr(settings, name) < 1:
             raise GraphoptError(f"--{name.replace('_', '-')} must be at least 1")
-    if settings.threads is not None and settings.threads < 0:
-        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {settings.threads})")
+    check_threads(settings.threads)
     if settings.seed < 0:
         raise GraphoptError(f"--seed must be 0 or more (got {settings.seed})")
     TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds,
