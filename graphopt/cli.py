@@ -169,6 +169,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     preprocess = _preprocess_options(args)
     settings = AccelerateSettings(
         target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop,
+        max_accuracy_drop=args.max_accuracy_drop,
         blocks=[i.strip() for i in args.blocks.split(",") if i.strip()] if args.blocks else None, runtime=args.runtime,
         precision=args.precision, batch=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
         min_seconds=args.min_seconds, noise_threshold=args.noise_threshold,
@@ -221,8 +222,8 @@ def _write_failure_report(path: Path, model: Path, settings: AccelerateSettings,
     from graphopt.machine import machine, versions
     from graphopt.report import write_json
     write_json({"graphopt": __version__, "status": "target not met", "exit_code": exc.exit_code, "error": str(exc),
-                "model": str(model), "output": None, "settings": asdict(settings), "versions": versions(),
-                "machine": machine()}, path)
+                "model": str(model), "output": None, "frontier": getattr(exc, "frontier", None),
+                "settings": asdict(settings), "versions": versions(), "machine": machine()}, path)
 
 
 def _print_summary(report: dict, output: Path) -> None:
@@ -249,13 +250,34 @@ def _print_summary(report: dict, output: Path) -> None:
                ["INT8 error after INT8 recovery", f"{int8['error_after']:.4f}"]] if int8 else []),
             [f"top-1 agreement, {held['held_out_files']} held-out files", _percent(report["agreement_top1"])
              + ("" if held["agreement_reliable"] else " (unreliable: fewer than 8 held-out files)")],
+            *_quality_rows(report["quality"]),
             *[[f"time: {stage} (s)", f"{seconds:.1f}"] for stage, seconds in report["seconds"].items()],
             ["output", str(output)]]
     print(table(["", ""], rows))
 
 
+def _quality_rows(quality: dict | None) -> list[list[str]]:
+    """The estimated top-1 loss beside the floor it was judged against."""
+    if not quality or quality["estimate"] is None:
+        return [["estimated top-1 loss", quality["note"] if quality else "n/a"]]
+    estimate = quality["estimate"]
+    floor = "no floor" if quality["floor_points"] is None else f"floor {quality['floor_points']:g}"
+    return [["estimated top-1 loss, points (95% upper bound)",
+             f"{estimate['points']:.2f} ({estimate['upper']:.2f}; {floor})"]]
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _points(text: str) -> float | None:
+    """--max-accuracy-drop: a number of points, or `none` for no floor."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of points or 'none', got '{text}'") from None
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -317,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--calib", type=Path, required=True, help="folder of calibration images (or .npy tensors)")
     p.add_argument("-o", "--output", type=Path, required=True, help="accelerated ONNX model to write")
+    p.add_argument("--max-accuracy-drop", type=_points, default=AccelerateSettings.max_accuracy_drop,
+                   metavar="POINTS|none",
+                   help="points of top-1 the result may lose (default %(default)s), judged by the upper bound of an "
+                        "estimate on held-out images; a result over it is not handed back (exit 3); none: latency "
+                        "only")
     goal = p.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-latency", type=float, help="latency as a ratio of the original's as given (FP32 even with "
                                                               "--precision int8), e.g. 0.8")

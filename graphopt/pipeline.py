@@ -6,6 +6,7 @@
     select    the fewest ranked cuts whose measured ratio meets the target, the last of them the one that loses
               least among those that get there
     recover   cut, refit, distil from the original, verify, and check the result against the target by measurement
+    floor     the result's top-1 loss estimated on held-out images; over --max-accuracy-drop, nothing is handed back
     write     the verified model, atomically (and a TensorRT engine when asked)
     report    a typed report of all of it
 
@@ -29,6 +30,7 @@ from graphopt.runtime import LatencyBackend
 from graphopt.selection import latency_table
 from graphopt.settings import AccelerateSettings, check_settings
 from graphopt.stages.discover import describe_actions
+from graphopt.stages.floor import check_floor
 from graphopt.stages.prepare import prepare
 from graphopt.stages.recover import cut_and_recover, int8_alone
 from graphopt.stages.report import Report, build_report
@@ -60,7 +62,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     accelerated model and the report; with `output` the model is also written (atomically) after verification.
     `backend` replaces the latency backend the settings name (a custom runtime, or a simulated one in tests).
     Raises TargetUnreachable (exit status 3) rather than return a model its own final measurement puts above the
-    target.
+    target, or (AccuracyFloorMissed) one whose estimated top-1 loss may exceed `max_accuracy_drop` points.
     """
     settings = settings or AccelerateSettings()
     unknown = [key for key in overrides if not hasattr(settings, key)]
@@ -82,6 +84,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
             table = latency_table(run.backend, run.planner, run.actions, quiet, start=run.int8)
         target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
         ranking, outcome = cut_and_recover(run, table, target)
+    quality = check_floor(run, outcome, table.start if table is not None else None)
     if output is not None:
         with run.stages("write"):
             save_model(outcome.model, output)
@@ -89,6 +92,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         with run.stages("engine"):
             _build_engine(run.backend, outcome.model, engine)
     report = build_report(run, calib, table, ranking, outcome)
+    report.quality = quality
     report.output = str(output) if output is not None else None
     report.engine = str(engine) if engine is not None else None
     report.seconds = run.stages.seconds

@@ -7,6 +7,7 @@ import onnx
 import torch
 
 from graphopt.errors import GraphoptError
+from graphopt.quality import DropEstimate, expected_drop
 
 
 def check_valid(model: onnx.ModelProto) -> None:
@@ -32,6 +33,19 @@ def check_recovered(original: onnx.ModelProto, recovered, images: torch.Tensor, 
         scale = max(1.0, float(np.abs(expected).max()))
         if not np.allclose(ours[name].numpy(), expected, rtol=1e-3, atol=1e-3 * scale):
             raise GraphoptError(f"internal error: onnxruntime's '{name}' differs from the recovered PyTorch model")
+
+
+def accuracy_drop(original: onnx.ModelProto, model: onnx.ModelProto, images: torch.Tensor, sources: int,
+                  threads: int | None, seed: int = 0) -> DropEstimate | None:
+    """The estimated fall in top-1 accuracy of `model` (graphopt/quality.py) on `images`, whose rows cycle through
+    `sources` source images (an image and its augmented views); None when the first output is not class scores."""
+    from graphopt.calibration.teacher import Teacher
+    first = model.graph.output[0].name
+    ours = Teacher(model, [first], threads)(images)[first]
+    if ours.dim() != 2 or ours.shape[1] < 2:
+        return None
+    theirs = Teacher(original, [first], threads)(images)[first]
+    return expected_drop(theirs.numpy(), ours.numpy(), np.arange(len(images)) % sources, seed)
 
 
 def agreement(original: onnx.ModelProto, model: onnx.ModelProto, images: torch.Tensor,

@@ -48,6 +48,7 @@ class Report:
     int8_recovery: dict | None
     agreement_top1: float | None
     rows: list[dict]  # original, INT8 alone (when INT8), graphopt
+    quality: dict | None = None  # the accuracy floor and the result's estimated top-1 loss (stages/floor.py)
     status: str = "ok"
     output: str | None = None
     engine: str | None = None

@@ -1,0 +1,89 @@
+"""The accuracy floor: the loss estimate's arithmetic, and that a result over --max-accuracy-drop is never handed
+back with exit 0 (exit 3, nothing written, the report's frontier says what each side measured)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from graphopt.cli import main
+from graphopt.quality import expected_drop
+from tests.test_bad_inputs import FAST
+
+
+def test_agreeing_models_lose_nothing():
+    scores = np.random.default_rng(0).standard_normal((30, 5))
+    estimate = expected_drop(scores, scores + 1e-3 * (scores > 0))
+    assert estimate.points == 0 and estimate.upper == 0 and estimate.agreement == 1
+
+
+def test_a_flip_costs_the_originals_probability_gap():
+    """One of four images flips from a class the original gives 0.7 to one it gives 0.2: 50 points on that image,
+    12.5 points in all."""
+    original = np.log(np.array([[0.7, 0.2, 0.1]] * 4))
+    model = original.copy()
+    model[0] = np.log([0.1, 0.8, 0.1])
+    estimate = expected_drop(original, model)
+    assert estimate.points == pytest.approx(12.5)
+    assert estimate.agreement == 0.75 and estimate.upper >= estimate.points and estimate.images == 4
+
+
+def test_unsure_flips_cost_little_and_views_of_one_image_count_once():
+    original = np.log(np.array([[0.51, 0.49]] * 6))
+    model = original[:, ::-1].copy()  # every prediction flips, between two near-equal classes
+    estimate = expected_drop(original, model, groups=np.array([0, 0, 0, 1, 1, 1]))
+    assert estimate.points == pytest.approx(2.0) and estimate.agreement == 0
+    assert estimate.images == 2 and estimate.views == 6
+
+
+@pytest.fixture(scope="module")
+def confident(tiny, tmp_path_factory):
+    """The tiny ResNet with its classifier scaled up, so its predictions are confident and a cut that flips them
+    costs many points."""
+    model = onnx.load(str(tiny[0]))
+    gemm = next(node for node in model.graph.node if node.op_type == "Gemm")
+    for tensor in model.graph.initializer:
+        if tensor.name in gemm.input[1:]:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 200, tensor.name))
+    path = tmp_path_factory.mktemp("confident") / "confident.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _accelerate(model, images, tmp_path, *args) -> tuple[int, dict]:
+    report = tmp_path / "report.json"
+    code = main([str(a) for a in ["accelerate", model, "--calib", images, "-o", tmp_path / "out.onnx", "--no-cache",
+                                  *FAST, "--drop", 3, "--report", report, *args]])
+    return code, json.loads(report.read_text())
+
+
+def test_a_result_over_the_floor_is_not_handed_back(confident, tiny, tmp_path, capsys):
+    code, report = _accelerate(confident, tiny[1], tmp_path, "--max-accuracy-drop", "1")
+    err = capsys.readouterr().err
+    assert code == 3 and "over --max-accuracy-drop 1" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out.onnx").exists() and report["status"] == "target not met"
+    sides = {row["model"]: row for row in report["frontier"]}
+    assert sides["original"]["estimate"]["points"] == 0
+    assert sides["graphopt"]["estimate"]["upper"] > 1 and sides["graphopt"]["ratio"] < 1
+
+
+def test_with_no_floor_the_same_request_is_handed_back_with_its_estimate(confident, tiny, tmp_path, capsys):
+    code, report = _accelerate(confident, tiny[1], tmp_path, "--max-accuracy-drop", "none")
+    assert code == 0, capsys.readouterr().err
+    quality = report["quality"]
+    assert quality["floor_points"] is None and not quality["judged"] and quality["estimate"]["upper"] > 1
+    assert (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("value,code", [("-1", 1), ("nan", 1), ("abc", 2)])
+def test_bad_floors_are_refused(value, code, tiny, tmp_path, capsys):
+    try:
+        got = main(["accelerate", str(tiny[0]), "--calib", str(tiny[1]), "-o", str(tmp_path / "o.onnx"), "--drop",
+                    "1", "--max-accuracy-drop", value])
+    except SystemExit as exc:
+        got = exc.code
+    assert got == code and "--max-accuracy-drop" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
