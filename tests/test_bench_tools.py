@@ -267,3 +267,17 @@ def test_ceiling_search_reaches_the_target_with_the_cuts_that_lose_least_quality
     assert first["cut"] in {b.id for b in run.droppable}
     assert all((1 - first["quality"]) / first["saved_ms"] <= (1 - c["quality"]) / max(c["saved_ms"], 1e-3)
                for c in result["single_cuts"])
+
+
+def test_results_page_shows_the_labelled_imagenet_sections_first(tmp_path):
+    """docs/results.md carries the model sections of results_imagenet.md (headings one level down), with the command
+    that made them; without that page there is no such section."""
+    from tools.make_results import imagenet_markdown
+    assert imagenet_markdown(tmp_path) == []
+    (tmp_path / "results_imagenet.md").write_text(
+        "# Labelled ImageNet results\n\nRegenerate with `python -m tools.bench_imagenet --models lite0`\n\n"
+        "Machine: x.\n\n## EfficientNet-Lite0 (224 px)\n\n| method | top-1 |\n|---|---|\n| original | 82.5 |\n")
+    lines = imagenet_markdown(tmp_path)
+    assert lines[0] == "## Labelled ImageNet photos (the main yardstick)"
+    assert "### EfficientNet-Lite0 (224 px)" in lines and "| original | 82.5 |" in lines
+    assert "`python -m tools.bench_imagenet --models lite0`" in lines[2] and "Machine: x." not in lines

@@ -34,6 +34,7 @@ from tools.bench_common import run_cli
 
 COMMAND = "python -m tools.make_results"
 REPO = Path(__file__).resolve().parent.parent
+IMAGENET_PAGE = "results_imagenet.md"  # written by tools/bench_imagenet.py beside the results page
 STUDIES = "studies"  # the one-off study reports: this folder beside the results page (docs/studies/)
 MARKERS = {"original": "*", "original-repeat": "x", "random": "o", "last-per-stage": "s", "proxy": "^",
            "accelerate": "D", "random + recovery": "v", "ort quantize_static": "P", "accelerate int8": "X"}
@@ -213,12 +214,29 @@ def write_markdown(results: dict, path: Path) -> None:
              "Calibration folders for accelerate: `python -m tools.fmnist sample` (10/50/100/500 training images, "
              "seeds 0-2) and `python -m tools.effnet_lite calib`. Plot: `results.png`; raw rows: `results.json`.",
              ""]
+    lines += imagenet_markdown(path.parent)
     for result in results["benches"].values():
         section = bench_markdown(result)
         made = f"Section made by `{result.get('command', COMMAND)}`, {result.get('generated', env['generated'])}."
         lines += [*section[:2], made, "", *section[2:]]
     lines += studies_markdown(path.parent / STUDIES, path.parent)
     path.write_text("\n".join(lines))
+
+
+def imagenet_markdown(folder: Path) -> list[str]:
+    """The model sections of the labelled-ImageNet page beside the results page (tools/bench_imagenet.py), first:
+    labelled top-1 on ImageNet photos is the main yardstick, and the sections after it are Fashion-MNIST and photos
+    unlike the deployment data."""
+    source = folder / IMAGENET_PAGE
+    if not source.is_file():
+        return []
+    text = source.read_text().splitlines()
+    command = next((line for line in text if line.startswith("Regenerate with")), "")
+    start = next((i for i, line in enumerate(text) if line.startswith("## ")), len(text))
+    return ["## Labelled ImageNet photos (the main yardstick)", "",
+            f"From [{IMAGENET_PAGE}]({IMAGENET_PAGE}) (machine, preprocessing and method notes there; plot: "
+            f"[{Path(IMAGENET_PAGE).with_suffix('.png').name}]({Path(IMAGENET_PAGE).with_suffix('.png').name})). "
+            f"{command}.", "", *("#" + line if line.startswith("## ") else line for line in text[start:]), ""]
 
 
 def studies_markdown(folder: Path, page: Path | None = None) -> list[str]:
