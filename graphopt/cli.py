@@ -14,7 +14,7 @@ from graphopt import __version__
 from graphopt.bounds import check_threads
 from graphopt.errors import GraphoptError, TargetUnreachable
 from graphopt.runtime.base import TimingSettings
-from graphopt.settings import IMPORTANCE, LR_CANDIDATES, SCORING_SHARE, AccelerateSettings
+from graphopt.settings import IMPORTANCE, LR_CANDIDATES, SCORING_SHARE, AccelerateSettings, with_goal
 
 if TYPE_CHECKING:
     import onnx
@@ -28,7 +28,7 @@ def _add_latency_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("latency measurement")
     group.add_argument("--runtime", default="onnxruntime",
                        help="onnxruntime (CPU, default), onnxruntime-cuda, onnxruntime-tensorrt or tensorrt")
-    group.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+    group.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                        help="serving precision: int8 on onnxruntime (CPU) quantizes with onnxruntime's own tooling "
                             "(QDQ, per-channel) from the calibration images; fp16/int8 on tensorrt are built into "
                             "the engine")
@@ -71,9 +71,10 @@ def backend_from_args(args: argparse.Namespace, models: list[onnx.ModelProto], c
                               min_seconds=args.min_seconds, input_shapes=_input_shapes(args, models),
                               noise_threshold=args.noise_threshold, max_seconds=args.max_timing_seconds)
     settings.check()
-    backend = get_backend(args.runtime, settings, threads=args.threads, precision=args.precision,
+    precision = args.precision or "fp32"
+    backend = get_backend(args.runtime, settings, threads=args.threads, precision=precision,
                           calibration=calibration)
-    if not quantizes_graph(args.runtime, args.precision):
+    if not quantizes_graph(args.runtime, precision):
         return backend
     if calibration is None:
         raise GraphoptError("--precision int8 on onnxruntime quantizes each model first: give --calib FOLDER")
@@ -165,7 +166,6 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     from graphopt.paths import check_outputs
     from graphopt.pipeline import accelerate
     from graphopt.runtime.inputs import parse_input_shapes
-    check_outputs({"-o": args.output, "--report": args.report, "--engine": args.engine}, args.model, args.calib)
     preprocess = _preprocess_options(args)
     settings = AccelerateSettings(
         target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop,
@@ -180,6 +180,9 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, importance=args.importance, scoring=args.scoring,
         methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    settings = with_goal(settings)
+    args.output = args.output or _default_output(args.model, settings.precision)
+    check_outputs({"-o": args.output, "--report": args.report, "--engine": args.engine}, args.model, args.calib)
     try:
         result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet,
                             engine=args.engine)
@@ -208,6 +211,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(format_table(result))
     return 0
+
+
+def _default_output(model: Path, precision: str) -> Path:
+    """Beside the input, named for what it is: lite2.onnx -> lite2.graphopt-int8.onnx (or lite2.graphopt.onnx)."""
+    return model.with_name(f"{model.stem}.graphopt{'-int8' if precision == 'int8' else ''}.onnx")
 
 
 def _preprocess_options(args: argparse.Namespace) -> dict:
@@ -338,13 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "to lose, recover on calibration images, optionally quantize to INT8")
     _add_model(p)
     p.add_argument("--calib", type=Path, required=True, help="folder of calibration images (or .npy tensors)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="accelerated ONNX model to write")
+    p.add_argument("-o", "--output", type=Path,
+                   help="accelerated ONNX model to write (default: beside the input, MODEL.graphopt[-int8].onnx)")
     p.add_argument("--max-accuracy-drop", type=_points, default=AccelerateSettings.max_accuracy_drop,
                    metavar="POINTS|none",
                    help="points of top-1 the result may lose (default %(default)s), judged by the upper bound of an "
                         "estimate on held-out images; a result over it is not handed back (exit 3); none: latency "
                         "only")
-    goal = p.add_mutually_exclusive_group(required=True)
+    goal = p.add_mutually_exclusive_group()  # none: the fastest model inside the accuracy floor (INT8 on the CPU)
     goal.add_argument("--target-latency", type=float, help="latency as a ratio of the original's as given (FP32 even with "
                                                               "--precision int8), e.g. 0.8")
     goal.add_argument("--target-ms", type=float, help="latency in milliseconds")

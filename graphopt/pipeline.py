@@ -11,7 +11,8 @@
     report    a typed report of all of it
 
 With INT8 output and a latency goal, INT8 alone (onnxruntime's quantize_static on the calibration images) is
-measured first, before any cut is timed, and handed back as it is when it meets the goal.
+measured first, before any cut is timed, and handed back as it is when it meets the goal. With no goal at all, the
+goal is the fastest model inside the accuracy floor: on onnxruntime's CPU, INT8 alone (settings.with_goal).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from graphopt.model_io import save_model
 from graphopt.paths import check_outputs
 from graphopt.runtime import LatencyBackend
 from graphopt.selection import latency_table
-from graphopt.settings import AccelerateSettings, check_settings
+from graphopt.settings import AccelerateSettings, check_settings, with_goal
 from graphopt.stages.discover import describe_actions
 from graphopt.stages.floor import check_floor
 from graphopt.stages.prepare import prepare
@@ -68,7 +69,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     unknown = [key for key in overrides if not hasattr(settings, key)]
     if unknown:
         raise GraphoptError(f"unknown setting(s): {', '.join(unknown)}")
-    settings = replace(settings, **overrides)  # the caller's settings object stays as it was
+    settings = with_goal(replace(settings, **overrides))  # the caller's settings object stays as it was
     check_settings(settings)
     check_outputs({"-o": output, "--engine": engine}, model if isinstance(model, (str, os.PathLike)) else None, calib)
     if engine is not None and settings.runtime != "tensorrt":

@@ -1,10 +1,11 @@
 """The settings of an accelerate run: one place for their defaults (the CLI and the API both read them)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from graphopt.bounds import check_range, check_threads
 from graphopt.errors import GraphoptError
+from graphopt.precision import QUANTIZING_RUNTIMES
 from graphopt.runtime.base import TimingSettings
 
 
@@ -44,7 +45,7 @@ class AccelerateSettings:
     # training for blocks, after the refit for channel cuts), or "auto" (kl where the model has class scores)
     scoring: str = "auto"
     runtime: str = "onnxruntime"
-    precision: str = "fp32"
+    precision: str | None = None  # fp32, fp16 or int8; None: fp32 with a goal, else see `with_goal`
     batch: int = 1
     threads: int | None = None  # runtime and torch threads; None or 0: the runtime's default
     warmup: int = TimingSettings.warmup
@@ -70,14 +71,39 @@ class AccelerateSettings:
     cache_dir: str | None = None
     use_cache: bool = True
 
+    @property
+    def serving_precision(self) -> str:
+        """The precision the result is served in: `precision`, or fp32 where it was left to `with_goal` and
+        nothing resolved it (tools that drive the stages directly)."""
+        return self.precision or "fp32"
+
     def targets(self) -> int:
         return sum(v is not None for v in (self.target_latency, self.target_ms, self.drop, self.blocks))
 
 
+def with_goal(settings: AccelerateSettings) -> AccelerateSettings:
+    """The settings with a concrete precision. With no goal (no target, --drop or --blocks) the goal is the fastest
+    model inside the accuracy floor: on onnxruntime's CPU that is INT8 alone when it keeps the floor (on labelled
+    ImageNet photos Lite0's INT8 runs at 0.48 of the latency for 0.1 points, where FP32 cuts to 0.78 lost 2.3;
+    docs/results_imagenet.md), so precision defaults to int8 there. Cuts on top of it wait for a search that
+    weighs the floor; other runtimes need a goal for now."""
+    if settings.targets() > 1:
+        raise GraphoptError("give one of --target-latency, --target-ms, --drop or --blocks, not several")
+    if settings.targets() == 1:
+        return replace(settings, precision=settings.precision or "fp32")
+    if settings.runtime not in QUANTIZING_RUNTIMES or settings.precision not in (None, "int8"):
+        raise GraphoptError(f"give a goal (--target-latency, --target-ms, --drop or --blocks) for --runtime "
+                            f"{settings.runtime} --precision {settings.precision or 'fp32'}: without one, graphopt "
+                            f"looks for the fastest model inside the accuracy floor, which it does with INT8 on "
+                            f"onnxruntime's CPU only")
+    if settings.max_accuracy_drop is None:
+        raise GraphoptError("without a goal, graphopt looks for the fastest model inside the accuracy floor: give "
+                            "--max-accuracy-drop POINTS or a goal")
+    return replace(settings, precision="int8")
+
+
 def check_settings(settings: AccelerateSettings) -> None:
     """Every setting checked before any work, with the option's name and unit in the message."""
-    if settings.targets() != 1:
-        raise GraphoptError("give exactly one of --target-latency, --target-ms, --drop or --blocks")
     if settings.target_latency is not None and not 0 < settings.target_latency < 1:
         raise GraphoptError(f"--target-latency is a ratio to the original's latency, between 0 and 1 "
                             f"(got {settings.target_latency})")

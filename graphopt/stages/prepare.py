@@ -16,7 +16,7 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
             quiet: bool, deadline: float) -> Run:
     """Everything the later stages share, with the time each setup stage took on the run's clock."""
     clock = StageClock()
-    quantize = quantizes_graph(settings.runtime, settings.precision)
+    quantize = quantizes_graph(settings.runtime, settings.serving_precision)
     with clock("load"):
         loaded = load(model, example_input, calib, settings, quiet)
     found = discover(loaded, settings, clock, quantize)
@@ -24,7 +24,7 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
                             input_shapes=loaded.input_shapes, noise_threshold=settings.noise_threshold,
                             max_seconds=settings.max_timing_seconds)
     backend = backend or get_backend(settings.runtime, timing, threads=settings.threads or None,
-                                     precision=settings.precision, calibration=loaded.calibration)
+                                     precision=settings.serving_precision, calibration=loaded.calibration)
     int8 = None
     if quantize:
         from graphopt.calibration.quantize import quantize_int8

@@ -17,21 +17,26 @@ from graphopt.verify import agreement, check_recovered, check_valid
 
 def int8_alone(run: Run) -> Outcome | None:
     """The cheapest answer first: the original quantized by onnxruntime's quantize_static (the user's own
-    alternative), measured against the original before any cut is timed. When it meets the latency goal it is handed
-    back as it is, in seconds, with no block dropped and no training; when the model has nothing to cut, a miss is
-    final. None when a cut is needed (or the output is not INT8, or the goal is a number of blocks)."""
+    alternative), measured against the original before any cut is timed. When it meets the latency goal (with no
+    goal: when it is faster than the original) it is handed back as it is, in seconds, with no block dropped and no
+    training; a miss is final when the model has nothing to cut or there is no goal to cut towards. None when a cut
+    is needed (or the output is not INT8, or the goal is a number of blocks)."""
     settings = run.settings
-    if run.int8 is None or (settings.target_latency is None and settings.target_ms is None):
+    if run.int8 is None or settings.drop is not None or settings.blocks is not None:
         return None
+    goal = settings.targets() == 1
     with run.stages("final latency"):
-        target = settings.target_latency
+        target = settings.target_latency if goal else 1.0
         if target is None:  # a goal in milliseconds becomes a ratio once the original has been timed
             target = settings.target_ms / run.backend.compare(run.original, run.int8).base.median_ms
         check = confirm_target(run.backend, run.original, run.int8, target)
     if not check.met:
-        if run.actions:
+        if run.actions and goal:
             say(run.quiet, f"INT8 alone measured {check.describe()} against a target of {target:.3f}: cuts needed")
             return None
+        if not goal:
+            raise TargetUnreachable(f"INT8 alone is not faster than the original here (measured {check.describe()}), "
+                                    f"and without a goal graphopt does not cut: give --target-latency to search cuts")
         raise TargetUnreachable(f"latency target {target:.3f} was not met: the model has nothing to cut and "
                                 f"INT8 alone measured {check.describe()}")
     say(run.quiet, f"INT8 alone meets the target: measured ratio {check.final.ratio:.3f}, nothing cut")
