@@ -28,8 +28,9 @@ class AccelerateSettings:
 
     target_latency: float | None = None  # ratio to the original's measured latency
     # points of top-1 the result may lose, judged by the held-out estimate's upper bound (graphopt/quality.py);
-    # None: latency only. Measured on Lite0 (docs/studies/floor_lite0.md): the held-out estimate ranks labelled
-    # losses with Spearman 0.83, 0.38 points off on average, and its bound decided 6 of 7 models as labels do
+    # None: latency only. Measured on Lite0 and Lite2 (docs/studies/floor_lite*.md): the held-out estimate ranks
+    # labelled losses with Spearman 0.83 and 0.80, 0.38 and 0.37 points off on average, and its bound decided 10 of
+    # 12 models as labels do (the other two on the safe side)
     max_accuracy_drop: float | None = 1.0
     target_ms: float | None = None
     drop: int | None = None
