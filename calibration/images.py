@@ -200,24 +200,32 @@ def _check_npy_header(data: bytes) -> None:
         raise ValueError(f"truncated .npy: its header declares {declared} bytes of data")
 
 
+def read_sample(folder: Folder, path: Path, decode: Callable[[bytes, Path], torch.Tensor]
+                ) -> tuple[bytes, torch.Tensor] | None:
+    """A file's bytes and its decoded sample, or None when it cannot be read; a file over a size limit gets a
+    warning of its own, naming what it holds and the limit."""
+    try:
+        data = read_limited(path)
+        return data, decode(data, path)
+    except OverLimit as exc:
+        log.warning("calibration file %s skipped: %s", path.relative_to(folder.root).as_posix(), exc)
+    except DECODE_ERRORS:
+        pass
+    return None
+
+
 def _load(folder: Folder, paths: list[Path], decode: Callable[[bytes, Path], torch.Tensor]) -> Samples:
-    """Read and decode each file, skip the unreadable ones with one warning (and each one over a size limit with
-    a warning of its own, naming what it holds and the limit), stack the rest."""
+    """Read and decode each file (`read_sample`), skip the unreadable ones with one warning, stack the rest."""
     tensors, files, digests, skipped = [], [], [], []
     for path in paths:
         name = path.relative_to(folder.root).as_posix()
-        try:
-            data = read_limited(path)
-            tensors.append(decode(data, path))
-        except OverLimit as exc:
-            log.warning("calibration file %s skipped: %s", name, exc)
+        sample = read_sample(folder, path, decode)
+        if sample is None:
             skipped.append(name)
             continue
-        except DECODE_ERRORS:
-            skipped.append(name)
-            continue
+        tensors.append(sample[1])
         files.append(name)
-        digests.append(hashlib.sha256(data).hexdigest())
+        digests.append(hashlib.sha256(sample[0]).hexdigest())
     if not tensors:
         raise GraphoptError(f"none of the {_count(len(paths), 'file')} in {folder.root} could be read "
                             f"(for example {skipped[0]})")

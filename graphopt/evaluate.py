@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 from tqdm.auto import tqdm
 
-from graphopt.calibration.images import DECODE_ERRORS, Folder, decode_rgb, read_limited, scan
+from graphopt.calibration.images import Folder, decode_rgb, read_sample, scan
 from graphopt.calibration.preprocess import Preprocess, input_dims
 from graphopt.errors import GraphoptError, first_line
 from graphopt.labels import resolve_labels
@@ -66,27 +66,33 @@ class ModelScore:
 
     @property
     def top1(self) -> float | None:
-        return None if self.top1_correct is None else self.top1_correct / self.images
+        return self._rate(self.top1_correct)
 
     @property
     def top1_interval(self) -> tuple[float, float] | None:
-        return None if self.top1_correct is None else wilson(self.top1_correct, self.images)
+        return self._interval(self.top1_correct)
 
     @property
     def top5(self) -> float | None:
-        return None if self.top5_correct is None else self.top5_correct / self.images
+        return self._rate(self.top5_correct)
 
     @property
     def top5_interval(self) -> tuple[float, float] | None:
-        return None if self.top5_correct is None else wilson(self.top5_correct, self.images)
+        return self._interval(self.top5_correct)
 
     @property
     def agreement_top1(self) -> float:
-        return self.agree_top1 / self.images
+        return self._rate(self.agree_top1)
 
     @property
     def agreement_top1_interval(self) -> tuple[float, float]:
-        return wilson(self.agree_top1, self.images)
+        return self._interval(self.agree_top1)
+
+    def _rate(self, count: int | None) -> float | None:
+        return None if count is None else count / self.images
+
+    def _interval(self, count: int | None) -> tuple[float, float] | None:
+        return None if count is None else wilson(count, self.images)
 
     def to_dict(self) -> dict:
         def pair(interval: tuple[float, float] | None) -> list[float] | None:
@@ -323,12 +329,11 @@ def _decode(folder: Folder, paths: list[Path], settings: list[Preprocess],
     files = []
     for path in paths:
         name = path.relative_to(folder.root).as_posix()
-        try:
-            image = decode_rgb(read_limited(path))
-        except DECODE_ERRORS:
+        sample = read_sample(folder, path, lambda data, _: decode_rgb(data))
+        if sample is None:
             skipped.append(name)
             continue
         for setting in settings:
-            stored[setting].append(setting.fit(image))
+            stored[setting].append(setting.fit(sample[1]))
         files.append(name)
     return ({s: torch.stack(images) for s, images in stored.items()} if files else {}), files

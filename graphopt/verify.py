@@ -39,12 +39,10 @@ def accuracy_drop(original: onnx.ModelProto, model: onnx.ModelProto, images: tor
                   threads: int | None, seed: int = 0) -> DropEstimate | None:
     """The estimated fall in top-1 accuracy of `model` (graphopt/quality.py) on `images`, whose rows cycle through
     `sources` source images (an image and its augmented views); None when the first output is not class scores."""
-    from graphopt.calibration.teacher import Teacher
-    first = model.graph.output[0].name
-    ours = Teacher(model, [first], threads)(images)[first]
-    if ours.dim() != 2 or ours.shape[1] < 2:
+    scores = _class_scores(original, model, images, threads)
+    if scores is None:
         return None
-    theirs = Teacher(original, [first], threads)(images)[first]
+    theirs, ours = scores
     return expected_drop(theirs.numpy(), ours.numpy(), np.arange(len(images)) % sources, seed)
 
 
@@ -52,10 +50,20 @@ def agreement(original: onnx.ModelProto, model: onnx.ModelProto, images: torch.T
               threads: int | None) -> float | None:
     """Share of `images` on which `model`'s top-1 class equals the original's, both run in onnxruntime (None when
     the first output is not a vector of class scores)."""
+    scores = _class_scores(original, model, images, threads)
+    if scores is None:
+        return None
+    theirs, ours = scores
+    return float((ours.argmax(1) == theirs.argmax(1)).float().mean())
+
+
+def _class_scores(original: onnx.ModelProto, model: onnx.ModelProto, images: torch.Tensor,
+                  threads: int | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first output of the original and of `model` on `images`, run in onnxruntime; None (the original not
+    run) when `model`'s first output is not a vector of class scores."""
     from graphopt.calibration.teacher import Teacher
     first = model.graph.output[0].name
     ours = Teacher(model, [first], threads)(images)[first]
     if ours.dim() != 2 or ours.shape[1] < 2:
         return None
-    theirs = Teacher(original, [first], threads)(images)[first]
-    return float((ours.argmax(1) == theirs.argmax(1)).float().mean())
+    return Teacher(original, [first], threads)(images)[first], ours
