@@ -52,10 +52,10 @@ def test_int8_targets_outside_zero_one_are_refused():
 def test_jobs_cover_each_target_and_one_500_image_row_at_the_middle_fp32_target():
     jobs = bi.plan_jobs([0.9, 0.7, 0.8], [0.5, 0.42], [1.0, 0.85], 100, 500)
     assert [(j.precision, j.target, j.calib, j.factor) for j in jobs] == [
-        ("fp32", 0.9, 100, None), ("fp32", 0.7, 100, None), ("fp32", 0.8, 100, None),
+        ("default", None, 100, None), ("fp32", 0.9, 100, None), ("fp32", 0.7, 100, None), ("fp32", 0.8, 100, None),
         ("int8", 0.5, 100, 1.0), ("int8", 0.42, 100, 0.85), ("fp32", 0.8, 500, None)]
     assert len({j.tag for j in jobs}) == len(jobs)
-    assert bi.plan_jobs([0.9], [], [], 100, None) == [bi.Job("fp32", 0.9, 100)]
+    assert bi.plan_jobs([0.9], [], [], 100, None) == [bi.Job("default", None, 100), bi.Job("fp32", 0.9, 100)]
 
 
 def test_accelerate_command_is_the_users_command_with_int8_and_budget_when_asked():
@@ -63,10 +63,14 @@ def test_accelerate_command_is_the_users_command_with_int8_and_budget_when_asked
     command = bi.accelerate_command(Path("m.onnx"), Path("calib-100"), Path("o.onnx"), Path("r.json"), job, 1, 2.5)
     text = " ".join(command[1:])
     assert text.startswith("-m graphopt accelerate m.onnx --calib calib-100 -o o.onnx --norm tf --resize crop "
-                           "--target-latency 0.4 --threads 1 --report r.json")
+                           "--threads 1 --report r.json --quiet --target-latency 0.4")
     assert "--precision int8" in text and text.endswith("--time-budget 2.5")
     fp32 = bi.accelerate_command(Path("m.onnx"), Path("c"), Path("o"), Path("r"), bi.Job("fp32", 0.8, 100), 1, None)
     assert "--precision" not in fp32 and "--time-budget" not in fp32
+    default = bi.accelerate_command(Path("m.onnx"), Path("c"), Path("o"), Path("r"), bi.Job("default", None, 100),
+                                    1, None)
+    assert "--target-latency" not in default and "--precision" not in default
+    assert bi.Job("default", None, 100).tag == "default-c100"
 
 
 def test_row_fields_from_a_successful_report():

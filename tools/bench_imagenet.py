@@ -44,8 +44,9 @@ DATA = Path("/work/data/imagenet")
 TIMING = TimingSettings(batch=1, warmup=10, repeats=100)
 CHECK_IMAGES = 16  # evaluation photos the ONNX export is checked on against PyTorch
 TITLES = {"lite0": "EfficientNet-Lite0", "lite1": "EfficientNet-Lite1", "lite2": "EfficientNet-Lite2"}
-METHOD_ORDER = ("original", "ort quantize_static", "graphopt fp32", "graphopt int8", "original-repeat")
-MARKERS = {"original": "*", "ort quantize_static": "P", "graphopt fp32": "D", "graphopt int8": "X",
+METHOD_ORDER = ("original", "ort quantize_static", "graphopt default", "graphopt fp32", "graphopt int8",
+                "original-repeat")
+MARKERS = {"original": "*", "ort quantize_static": "P", "graphopt default": "s", "graphopt fp32": "D", "graphopt int8": "X",
            "original-repeat": "x"}
 
 
@@ -155,23 +156,25 @@ def int8_targets(int8_ratio: float, factors: list[float]) -> list[float]:
 @dataclass(frozen=True)
 class Job:
     """One `graphopt accelerate` run: output precision, target ratio, calibration set size; `factor` is the
-    multiple of INT8 alone's ratio an INT8 target was made from."""
+    multiple of INT8 alone's ratio an INT8 target was made from. Precision "default" with no target is the
+    command as a user first types it (no goal, no precision: accelerate picks both)."""
 
     precision: str
-    target: float
+    target: float | None
     calib: int
     factor: float | None = None
 
     @property
     def tag(self) -> str:
-        return f"{self.precision}-t{self.target:.3f}-c{self.calib}"
+        target = "" if self.target is None else f"-t{self.target:.3f}"
+        return f"{self.precision}{target}-c{self.calib}"
 
 
 def plan_jobs(fp32: list[float], int8: list[float], factors: list[float], calib: int, extra_calib: int | None
               ) -> list[Job]:
-    """Every accelerate run of one model: FP32 and INT8 at each target on the main calibration set, and FP32 at the
-    middle target on `extra_calib` images (the 500-image row)."""
-    jobs = [Job("fp32", t, calib) for t in fp32] + [Job("int8", t, calib, f) for t, f in zip(int8, factors)]
+    """Every accelerate run of one model: the default command (no goal), FP32 and INT8 at each target on the main
+    calibration set, and FP32 at the middle target on `extra_calib` images (the 500-image row)."""
+    jobs = [Job("default", None, calib)] + [Job("fp32", t, calib) for t in fp32] + [Job("int8", t, calib, f) for t, f in zip(int8, factors)]
     if extra_calib and fp32:
         jobs.append(Job("fp32", sorted(fp32)[len(fp32) // 2], extra_calib))
     return jobs
@@ -181,8 +184,8 @@ def accelerate_command(model: Path, calib: Path, output: Path, report: Path, job
                        time_budget: float | None) -> list[str]:
     """The command a user types (run through this interpreter, so the venv's graphopt is the one timed)."""
     command = [sys.executable, "-m", "graphopt", "accelerate", str(model), "--calib", str(calib), "-o", str(output),
-               "--norm", "tf", "--resize", "crop", "--target-latency", str(job.target), "--threads", str(threads),
-               "--report", str(report), "--quiet"]
+               "--norm", "tf", "--resize", "crop", "--threads", str(threads), "--report", str(report), "--quiet"]
+    command += [] if job.target is None else ["--target-latency", str(job.target)]
     command += ["--precision", "int8"] if job.precision == "int8" else []
     return command + (["--time-budget", str(time_budget)] if time_budget is not None else [])
 
@@ -229,7 +232,8 @@ def accelerate_fields(job: Job, run: dict) -> dict:
              "seconds": report.get("seconds") or {}, "reused": bool(run.get("reused"))}
     if status != "ok":
         extra["error"] = report.get("error") or " / ".join(run.get("log_tail") or []) or "no report written"
-    recovery = "feature mimicking" + (" + INT8 recovery" if job.precision == "int8" else "")
+    recovery = {"fp32": "feature mimicking", "int8": "feature mimicking + INT8 recovery"}.get(
+        job.precision, "as accelerate chooses")
     return {"method": f"graphopt {job.precision}", "dropped": dropped, "k": len(dropped), "seed": None,
             "recovery": recovery, "calibration": calibration_label(job.calib), "wall_s": run["wall_s"],
             "extra": extra}
@@ -316,7 +320,7 @@ def _target(row: dict) -> str:
     extra = row.get("extra") or {}
     target = extra.get("target_latency")
     if target is None:
-        return "—"
+        return "none (no goal)" if row["method"] == "graphopt default" else "—"
     factor = extra.get("int8_factor")
     return f"{target:.3f}" + (f" ({factor:g} × INT8 alone)" if factor is not None else "")
 
@@ -421,8 +425,10 @@ def markdown(results: dict, plot_name: str) -> str:
              "`ort quantize_static`: onnxruntime's own static INT8 (QDQ, per-channel weights, uint8 activations) "
              "on the same calibration images, as a user would run it (tools/ort_int8.py); its wall time includes "
              "decoding the images. `graphopt` rows: `graphopt accelerate MODEL --calib DIR -o OUT --norm tf "
-             "--resize crop --target-latency T [--precision int8] --threads 1 --report R.json`; wall time of the "
-             "whole command; exit status 3 (target not met or not confirmed) is a row of its own.", "",
+             "--resize crop [--target-latency T] [--precision int8] --threads 1 --report R.json`; `graphopt "
+             "default` is the command with no goal and no precision (the fastest model inside the default 1-point "
+             "accuracy floor); wall time of the whole command; exit status 3 (target or accuracy floor not met) is "
+             "a row of its own.", "",
              f"Plot: ![latency vs top-1]({plot_name}); raw rows and reports: the JSON beside this file.", ""]
     for result in results["models"].values():
         lines += model_section(result, settings["calib"])
