@@ -169,7 +169,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     preprocess = _preprocess_options(args)
     settings = AccelerateSettings(
         target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop,
-        max_accuracy_drop=args.max_accuracy_drop,
+        max_accuracy_drop=args.max_accuracy_drop, keep_best=args.keep_best,
         blocks=[i.strip() for i in args.blocks.split(",") if i.strip()] if args.blocks else None, runtime=args.runtime,
         precision=args.precision, batch=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
         min_seconds=args.min_seconds, noise_threshold=args.noise_threshold,
@@ -182,13 +182,16 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     settings = with_goal(settings)
     args.output = args.output or _default_output(args.model, settings.precision)
-    check_outputs({"-o": args.output, "--report": args.report, "--engine": args.engine}, args.model, args.calib)
+    check_outputs({"-o": args.output, "--report": args.report, "--engine": args.engine, "--plot": args.plot},
+                  args.model, args.calib)
     try:
         result = accelerate(args.model, args.calib, args.output, settings=settings, quiet=args.quiet,
-                            engine=args.engine)
+                            engine=args.engine, plot=args.plot)
     except TargetUnreachable as exc:
         if args.report:  # a build pipeline reads why the step failed, with the figures graphopt measured
             _write_failure_report(args.report, args.model, settings, exc)
+        if not args.quiet and getattr(exc, "frontier", None):
+            _print_frontier(exc.frontier, settings.max_accuracy_drop)
         raise
     report = result.report
     if args.report:
@@ -230,7 +233,7 @@ def _write_failure_report(path: Path, model: Path, settings: AccelerateSettings,
     from graphopt.machine import machine, versions
     from graphopt.report import write_json
     write_json({"graphopt": __version__, "status": "target not met", "exit_code": exc.exit_code, "error": str(exc),
-                "model": str(model), "output": None, "frontier": getattr(exc, "frontier", None),
+                "model": str(model), "output": getattr(exc, "kept", None), "frontier": getattr(exc, "frontier", None),
                 "settings": asdict(settings), "versions": versions(), "machine": machine()}, path)
 
 
@@ -262,6 +265,27 @@ def _print_summary(report: dict, output: Path) -> None:
             *[[f"time: {stage} (s)", f"{seconds:.1f}"] for stage, seconds in report["seconds"].items()],
             ["output", str(output)]]
     print(table(["", ""], rows))
+    _print_frontier(report["frontier"], report["quality"]["floor_points"] if report["quality"] else None)
+
+
+def _print_frontier(frontier: list[dict], floor: float | None) -> None:
+    """Each model measured, its latency ratio and estimated top-1 loss, whether it is inside the floor, and which
+    one was handed back."""
+    from graphopt.report import table
+
+    def loss(row: dict) -> str:
+        estimate = row["estimate"]
+        return "not recovered" if estimate is None else f"{estimate['points']:.2f} ({estimate['upper']:.2f})"
+
+    def inside(row: dict) -> str:
+        if floor is None or row["estimate"] is None:
+            return ""
+        return "yes" if row["estimate"]["upper"] <= floor else "no"
+
+    rows = [[row["model"], len(row["cuts"]), "—" if row["ratio"] is None else f"{row['ratio']:.3f}", loss(row),
+             inside(row), "handed back" if row["chosen"] else ""] for row in frontier]
+    print(table(["model", "cuts", "latency ratio", "est. top-1 loss, points (95% upper)",
+                 "inside floor" if floor is None else f"inside floor {floor:g}", ""], rows))
 
 
 def _quality_rows(quality: dict | None) -> list[list[str]]:
@@ -353,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="points of top-1 the result may lose (default %(default)s), judged by the upper bound of an "
                         "estimate on held-out images; a result over it is not handed back (exit 3); none: latency "
                         "only")
+    p.add_argument("--keep-best", action="store_true",
+                   help="when the result is over the floor, still exit 3 but write the fastest model inside it "
+                        "(INT8 alone) to -o")
     goal = p.add_mutually_exclusive_group()  # none: the fastest model inside the accuracy floor (INT8 on the CPU)
     goal.add_argument("--target-latency", type=float, help="latency as a ratio of the original's as given (FP32 even with "
                                                               "--precision int8), e.g. 0.8")
@@ -361,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     goal.add_argument("--blocks", help="drop exactly these comma-separated block ids, then recover")
     p.add_argument("--report", type=Path, help="write a JSON report here")
     p.add_argument("--engine", type=Path, help="also write the TensorRT engine of the result (--runtime tensorrt)")
+    p.add_argument("--plot", type=Path, help="draw what was measured here (PNG): latency ratio against estimated "
+                                             "top-1 loss, with the floor, the target and the chosen model marked")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
     p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "

@@ -14,12 +14,20 @@ class TargetUnreachable(GraphoptError):
 
 
 class AccuracyFloorMissed(TargetUnreachable):
-    """The model that meets the goal loses more top-1 accuracy than the user allows (--max-accuracy-drop); `frontier`
-    holds what was measured on each side (latency ratio, estimated loss) for the report."""
+    """The model that meets the goal loses more top-1 accuracy than the user allows (--max-accuracy-drop).
 
-    def __init__(self, message: str, frontier: list[dict]):
+    `points` are what was measured on each side (graphopt/frontier.py: latency ratio, estimated loss); `best` is
+    the fastest model inside the floor that can be handed back instead (INT8 alone), or None; `kept` the path it
+    was written to (--keep-best), or None."""
+
+    def __init__(self, message: str, points: list, best=None, kept: str | None = None):
         super().__init__(message)
-        self.frontier = frontier
+        self.points, self.best, self.kept = points, best, kept
+
+    @property
+    def frontier(self) -> list[dict]:
+        """The points as the report writes them."""
+        return [point.to_dict() for point in self.points]
 
 
 def first_line(exc: BaseException) -> str:

@@ -7,6 +7,7 @@
               least among those that get there
     recover   cut, refit, distil from the original, verify, and check the result against the target by measurement
     floor     the result's top-1 loss estimated on held-out images; over --max-accuracy-drop, nothing is handed back
+              (or, with --keep-best, the fastest model inside it); the frontier of every model measured (--plot)
     write     the verified model, atomically (and a TensorRT engine when asked)
     report    a typed report of all of it
 
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import onnx
 
-from graphopt.errors import GraphoptError
+from graphopt.errors import AccuracyFloorMissed, GraphoptError
+from graphopt.frontier import INT8_ALONE
 from graphopt.model_io import save_model
 from graphopt.paths import check_outputs
 from graphopt.runtime import LatencyBackend
@@ -55,13 +57,14 @@ class AccelerateResult:
 def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None = None, *,
                example_input=None, settings: AccelerateSettings | None = None, quiet: bool = False,
                engine: str | os.PathLike | None = None, backend: LatencyBackend | None = None,
-               **overrides) -> AccelerateResult:
+               plot: str | os.PathLike | None = None, **overrides) -> AccelerateResult:
     """Make `model` faster with the calibration images in `calib`.
 
     `model` is an ONNX path, an `onnx.ModelProto` or a `torch.nn.Module` (exported first with `example_input`).
     Settings come from `settings` and/or keyword overrides (e.g. `target_latency=0.8`). The result holds the
     accelerated model and the report; with `output` the model is also written (atomically) after verification.
     `backend` replaces the latency backend the settings name (a custom runtime, or a simulated one in tests).
+    `plot` is a PNG to draw the frontier in (every model measured: latency ratio against estimated top-1 loss).
     Raises TargetUnreachable (exit status 3) rather than return a model its own final measurement puts above the
     target, or (AccuracyFloorMissed) one whose estimated top-1 loss may exceed `max_accuracy_drop` points.
     """
@@ -71,21 +74,28 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         raise GraphoptError(f"unknown setting(s): {', '.join(unknown)}")
     settings = with_goal(replace(settings, **overrides))  # the caller's settings object stays as it was
     check_settings(settings)
-    check_outputs({"-o": output, "--engine": engine}, model if isinstance(model, (str, os.PathLike)) else None, calib)
+    check_outputs({"-o": output, "--engine": engine, "--plot": plot},
+                  model if isinstance(model, (str, os.PathLike)) else None, calib)
     if engine is not None and settings.runtime != "tensorrt":
         raise GraphoptError("--engine writes a TensorRT engine: it needs --runtime tensorrt")
     if settings.threads:
         import torch
         torch.set_num_threads(settings.threads)
     run = prepare(model, example_input, calib, settings, backend, quiet, time.monotonic() + 60 * settings.time_budget)
-    outcome, table, ranking = int8_alone(run), None, None
+    outcome, table, ranking, target = int8_alone(run), None, None, settings.target_latency
     if outcome is None:
         with run.stages("latency table"):
             say(quiet, f"timing {describe_actions(run.actions)} on {run.backend.name} at batch {settings.batch}")
             table = latency_table(run.backend, run.planner, run.actions, quiet, start=run.int8)
         target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
         ranking, outcome = cut_and_recover(run, table, target)
-    quality = check_floor(run, outcome, table.start if table is not None else None)
+    try:
+        quality, frontier = check_floor(run, outcome, table.start if table is not None else None)
+    except AccuracyFloorMissed as missed:
+        _hand_back_best(missed, output, settings.keep_best)
+        _draw(plot, missed.points, settings.max_accuracy_drop, target)
+        raise
+    _draw(plot, frontier, settings.max_accuracy_drop, target)
     if output is not None:
         with run.stages("write"):
             save_model(outcome.model, output)
@@ -94,10 +104,32 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
             _build_engine(run.backend, outcome.model, engine)
     report = build_report(run, calib, table, ranking, outcome)
     report.quality = quality
+    report.frontier = [point.to_dict() for point in frontier]
     report.output = str(output) if output is not None else None
     report.engine = str(engine) if engine is not None else None
     report.seconds = run.stages.seconds
     return AccelerateResult(outcome.model, report)
+
+
+def _hand_back_best(missed: AccuracyFloorMissed, output, keep: bool) -> None:
+    """With --keep-best, the fastest model inside the floor written to `output` (the run still exits 3)."""
+    if not keep or output is None:
+        return
+    if missed.best is None:
+        missed.args = (f"{missed}; --keep-best: no model faster than the original is inside the floor, nothing "
+                       f"written",)
+        return
+    save_model(missed.best, output)
+    missed.kept = str(output)
+    for point in missed.points:
+        point.chosen = point.model == INT8_ALONE
+    missed.args = (f"{missed}; --keep-best: INT8 alone written to {output}",)
+
+
+def _draw(plot, points, floor: float | None, target: float | None) -> None:
+    if plot is not None:
+        from graphopt.frontier import plot as draw
+        draw(points, plot, floor, target)
 
 
 def _build_engine(backend: LatencyBackend, model: onnx.ModelProto, path) -> None:

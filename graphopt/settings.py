@@ -32,6 +32,8 @@ class AccelerateSettings:
     # labelled losses with Spearman 0.83 and 0.80, 0.38 and 0.37 points off on average, and its bound decided 10 of
     # 12 models as labels do (the other two on the safe side)
     max_accuracy_drop: float | None = 1.0
+    # when the result is over the floor: still exit 3, but write the fastest model inside it (INT8 alone) to -o
+    keep_best: bool = False
     target_ms: float | None = None
     drop: int | None = None
     blocks: list[str] | None = None  # drop exactly these (no recoverability scoring), then recover

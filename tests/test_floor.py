@@ -125,3 +125,41 @@ def test_no_goal_is_int8_alone_judged_by_the_floor(tiny):
 def test_no_goal_where_it_cannot_be_met_says_what_to_give(args, message, tiny, tmp_path, capsys):
     assert main(["accelerate", str(tiny[0]), "--calib", str(tiny[1]), "-o", str(tmp_path / "o.onnx"), *args]) == 1
     assert message in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def _frontier(report: dict) -> dict[str, dict]:
+    return {row["model"]: row for row in report["frontier"]}
+
+
+def test_the_frontier_shows_each_side_and_keep_best_hands_back_int8_alone(confident, tiny, tmp_path, capsys):
+    """INT8 with three blocks dropped from the confident ResNet: with no floor it is handed back, and the report's
+    frontier holds the original, INT8 alone, the plans selection timed and the result (chosen). With a floor between
+    INT8 alone's bound and the result's, the run exits 3; --keep-best writes INT8 alone, and --plot draws both."""
+    free = tmp_path / "free"
+    free.mkdir()
+    code, report = _accelerate(confident, tiny[1], free, "--precision", "int8", "--max-accuracy-drop", "none")
+    assert code == 0, capsys.readouterr().err
+    sides = _frontier(report)
+    assert set(sides) == {"original", "int8 alone", "plan (not recovered)", "graphopt"}
+    assert [row["model"] for row in report["frontier"] if row["chosen"]] == ["graphopt"]
+    assert len(sides["graphopt"]["cuts"]) == 3 and sides["plan (not recovered)"]["estimate"] is None
+    int8, result = sides["int8 alone"]["estimate"]["upper"], sides["graphopt"]["estimate"]["upper"]
+    assert int8 < result, "the test needs INT8 alone to lose less than the cut model"
+    floor = (int8 + result) / 2
+    code, report = _accelerate(confident, tiny[1], tmp_path, "--precision", "int8", "--max-accuracy-drop",
+                               f"{floor:.6f}", "--keep-best", "--plot", tmp_path / "frontier.png")
+    err = capsys.readouterr().err
+    assert code == 3 and "--keep-best: INT8 alone written to" in err, err
+    assert report["output"] == str(tmp_path / "out.onnx")
+    assert [row["model"] for row in report["frontier"] if row["chosen"]] == ["int8 alone"]
+    kept = onnx.load(str(tmp_path / "out.onnx"))
+    assert any(node.op_type == "QuantizeLinear" for node in kept.graph.node)
+    assert sum(node.op_type == "Conv" for node in kept.graph.node) == sum(
+        node.op_type == "Conv" for node in onnx.load(str(confident)).graph.node), "no block dropped"
+    assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_keep_best_with_nothing_inside_the_floor_writes_nothing(confident, tiny, tmp_path, capsys):
+    code, report = _accelerate(confident, tiny[1], tmp_path, "--max-accuracy-drop", "0", "--keep-best")
+    assert code == 3 and "nothing written" in capsys.readouterr().err
+    assert report["output"] is None and not (tmp_path / "out.onnx").exists()

@@ -10,6 +10,7 @@ have failed INT8 alone (2.6% of predictions flip, 0.1 points lost).
 from __future__ import annotations
 
 from graphopt.errors import AccuracyFloorMissed
+from graphopt.frontier import INT8_ALONE, ORIGINAL, RESULT, Point, best_inside, plan_points
 from graphopt.quality import DropEstimate
 from graphopt.settings import KL_VIEWS
 from graphopt.stages.state import Outcome, Run
@@ -17,10 +18,10 @@ from graphopt.target import TargetCheck
 from graphopt.verify import accuracy_drop
 
 
-def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None) -> dict:
-    """The report's `quality`: the floor and the outcome's estimated loss. Raises AccuracyFloorMissed, with the
-    original, INT8 alone (when the output is INT8 and something was cut) and the outcome side by side, when the
-    estimate's upper bound is over the floor. A model without class scores is not judged (said so)."""
+def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None) -> tuple[dict, list[Point]]:
+    """The report's `quality` (the floor and the outcome's estimated loss) and the frontier of what was measured.
+    Raises AccuracyFloorMissed, with the frontier and INT8 alone as the best model inside the floor when it is,
+    when the estimate's upper bound is over the floor. A model without class scores is not judged (said so)."""
     floor = run.settings.max_accuracy_drop
     estimate = _estimate(run, outcome.model)
     record = {"floor_points": floor, "estimate": None if estimate is None else estimate.to_dict(),
@@ -28,22 +29,32 @@ def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None) -> dict:
               "met": None if floor is None or estimate is None else estimate.within(floor)}
     if estimate is None:
         record["note"] = "the model's first output is not class scores: top-1 loss cannot be estimated"
+    points = _frontier(run, outcome, estimate, int8_ratio)
     if not record["judged"] or record["met"]:
-        return record
-    ratio = _ratio(outcome)
-    frontier = [{"model": "original", "ratio": 1.0, "estimate": DropEstimate(0.0, 0.0, 1.0, 0, 0).to_dict()},
-                {"model": "graphopt", "ratio": ratio, "estimate": estimate.to_dict()}]
-    alternative = ""
-    if run.int8 is not None and outcome.model is not run.int8:
-        int8 = _estimate(run, run.int8)
-        frontier.insert(1, {"model": "int8 alone", "ratio": int8_ratio, "estimate": int8.to_dict()})
-        alternative = (f"; INT8 alone (ratio {int8_ratio:.3f}) loses an estimated {int8.points:.2f} "
-                       f"(upper bound {int8.upper:.2f})")
+        return record, points
+    points[-1].chosen = False  # nothing is handed back, unless --keep-best hands back `best`
+    best = best_inside(points, floor)
+    alternative = "" if best is None else (f"; {best.model} (ratio {best.ratio:.3f}) loses an estimated "
+                                           f"{best.estimate.points:.2f} (upper bound {best.estimate.upper:.2f}), "
+                                           f"inside the floor: --keep-best writes it")
     raise AccuracyFloorMissed(
-        f"the model that meets the goal (measured ratio {ratio:.3f}) loses an estimated {estimate.points:.2f} points "
-        f"of top-1 (95% upper bound {estimate.upper:.2f}, {estimate.images} held-out images), over "
-        f"--max-accuracy-drop {floor:g}{alternative}; ask for less speed, give more calibration images, or pass "
-        f"--max-accuracy-drop none to accept it", frontier)
+        f"the model that meets the goal (measured ratio {_ratio(outcome):.3f}) loses an estimated "
+        f"{estimate.points:.2f} points of top-1 (95% upper bound {estimate.upper:.2f}, {estimate.images} held-out "
+        f"images), over --max-accuracy-drop {floor:g}{alternative}; ask for less speed, give more calibration "
+        f"images, or pass --max-accuracy-drop none to accept it", points,
+        best=run.int8 if best is not None and best.model == INT8_ALONE else None)
+
+
+def _frontier(run: Run, outcome: Outcome, estimate: DropEstimate | None, int8_ratio: float | None) -> list[Point]:
+    """The original, INT8 alone (when the output is INT8), each plan selection timed, and the outcome, last and
+    chosen."""
+    points = [Point(ORIGINAL, 1.0, DropEstimate(0.0, 0.0, 1.0, len(run.held), 0))]
+    if outcome.model is run.int8:
+        return [*points, Point(INT8_ALONE, _ratio(outcome), estimate, chosen=True)]
+    if run.int8 is not None:
+        points.append(Point(INT8_ALONE, int8_ratio, _estimate(run, run.int8)))
+    return [*points, *plan_points(outcome.selection.attempts),
+            Point(RESULT, _ratio(outcome), estimate, [a.id for a in outcome.selection.actions], chosen=True)]
 
 
 def _estimate(run: Run, model) -> DropEstimate | None:

@@ -49,6 +49,7 @@ class Report:
     agreement_top1: float | None
     rows: list[dict]  # original, INT8 alone (when INT8), graphopt
     quality: dict | None = None  # the accuracy floor and the result's estimated top-1 loss (stages/floor.py)
+    frontier: list[dict] = field(default_factory=list)  # each model measured: ratio, estimated loss (frontier.py)
     status: str = "ok"
     output: str | None = None
     engine: str | None = None
