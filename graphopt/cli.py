@@ -243,6 +243,8 @@ def _print_summary(report: dict, output: Path) -> None:
     attempts = [[", ".join(a["actions"]) or "(none)", a["stage"], a["predicted_ratio"], a["measured_ratio"],
                  a["noise"], "noisy" if a["noisy"] else ""] for a in report["selection"]["attempts"]]
     print(table(["cuts", "stage", "predicted ratio", "measured ratio", "noise ±", ""], attempts))
+    if report["selection"].get("landing"):
+        print(f"below the target: {report['selection']['landing']}")
     print(table(["model", "latency ratio", "top-1 agreement"],
                 [[row["model"], f"{row['ratio']:.3f}", _percent(row["agreement_top1"])] for row in report["rows"]]))
     latency, recovery, int8 = report["latency"], report["feature_error"], report["int8_recovery"]

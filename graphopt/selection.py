@@ -76,6 +76,7 @@ class Selection:
     attempts: list[Attempt] = field(default_factory=list)
     size: int = 0  # how many of the ranked actions the plan was made from
     ranked: list[Action] = field(default_factory=list)  # the order the plan was taken from
+    landing: str | None = None  # why the plan measured below its target by more than the noise, when it did
 
     @property
     def dropped(self) -> list[str]:
@@ -93,7 +94,8 @@ class Selection:
 
     def to_dict(self) -> dict:
         return {"actions": [a.id for a in self.actions], "dropped": self.dropped, "pruned": self.pruned,
-                "split": self.split, "ratio": self.ratio, "attempts": [asdict(a) for a in self.attempts]}
+                "split": self.split, "ratio": self.ratio, "landing": self.landing,
+                "attempts": [asdict(a) for a in self.attempts]}
 
 
 def latency_table(backend: LatencyBackend, planner: Planner, actions: list[Action], quiet: bool = False,
@@ -188,10 +190,11 @@ def select(backend: LatencyBackend, planner: Planner, ranked: list[Action], tabl
             _finish_lightly(planner, ranked, size, table, attempts, target, errors)
         comparison = _attempt(backend, planner, ranked[:size], table, attempts)
         if comparison.ratio <= target:
-            plan = planner.normalise(ranked[:size])
+            plan, landing = planner.normalise(ranked[:size]), None
             if errors and start == 1:  # not after a final model missed: it has just been found to need more
-                plan, comparison = _give_back(backend, planner, plan, table, attempts, target, errors, comparison)
-            return Selection(plan, comparison.ratio, attempts, size, ranked)
+                plan, comparison, landing = _give_back(backend, planner, plan, table, attempts, target, errors,
+                                                       comparison)
+            return Selection(plan, comparison.ratio, attempts, size, ranked, landing)
         size += 1
     measured = [a for a in attempts if a.stage == "selection"] or attempts
     raise TargetUnreachable(f"latency target {target:.3f} was not met: the best measured ratio was "
@@ -212,8 +215,9 @@ def _finish_lightly(planner: Planner, ranked: list[Action], size: int, table: La
 
 def _give_back(backend: LatencyBackend, planner: Planner, plan: list[Action], table: LatencyTable,
                attempts: list[Attempt], target: float, errors: dict[str, float], comparison: Comparison
-               ) -> tuple[list[Action], Comparison]:
-    """The plan without the cuts it does not need, and its measurement (`comparison`, the last of `attempts`):
+               ) -> tuple[list[Action], Comparison, str | None]:
+    """The plan without the cuts it does not need, its measurement (`comparison`, the last of `attempts`) and, when
+    it still sits below the target by more than the noise, why (None when it landed):
     every cut kept costs quality, so a plan lands on the target, not past it. While the measured ratio is below the
     target by more than its noise, a cut is put back and the plan re-measured; the plan without it stands if it
     still meets the target by its noise, and otherwise the next cut is tried. Measurement decides, because summed
@@ -236,7 +240,24 @@ def _give_back(backend: LatencyBackend, planner: Planner, plan: list[Action], ta
         if measured.ratio + measured.noise <= target:
             plan, comparison = trial, measured
             miss = abs(measured.ratio - attempts[-1].predicted_ratio)
-    return plan, comparison
+    return plan, comparison, _landing(plan, comparison, target, sum(a.id in tried for a in plan))
+
+
+def _landing(plan: list[Action], comparison: Comparison, target: float, missed: int) -> str | None:
+    """Why a plan measured below its target by more than the noise stands as it is (None when it does not);
+    `missed`: how many of its cuts were tried and could not be given back."""
+    room = target - comparison.ratio - comparison.noise
+    if room <= 0:
+        return None
+    where = f"measured {comparison.ratio:.3f} (noise ±{comparison.noise:.3f}) against a target of {target:.3f}"
+    if len(plan) < 2:
+        return f"{where}: the plan is one cut, the least-losing one that reaches the target"
+    if missed == len(plan):
+        return f"{where}: giving back any one of its {missed} cuts misses the target"
+    if not missed:
+        return f"{where}: every cut in the plan is predicted to save more than the {room:.3f} of room"
+    return (f"{where}: giving back {missed} of its {len(plan)} cuts, one at a time, missed the target, and no "
+            f"other was tried (at most {GIVE_BACK_TRIES} trials, or the others are predicted too large)")
 
 
 def _next_to_give_back(plan: list[Action], room: float, reach: float, table: LatencyTable,

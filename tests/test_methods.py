@@ -164,8 +164,9 @@ def test_give_back_is_decided_by_measurement_when_the_table_mispredicts(planned)
     measured = selection._attempt(backend, planner, plan, misled, attempts)
     target = measured.ratio + (true.savings["layer3.0.conv1@24"] + true.savings["layer1.0"]) / 2
     errors = {"layer1.0": 0.5, "layer2.1": 0.4, "layer3.0.conv1@24": 0.1}
-    kept, final = selection._give_back(backend, planner, plan, misled, attempts, target, errors, measured)
+    kept, final, landing = selection._give_back(backend, planner, plan, misled, attempts, target, errors, measured)
     assert [a.id for a in kept] == ["layer1.0", "layer2.1"] and measured.ratio < final.ratio <= target
+    assert landing.endswith("giving back any one of its 2 cuts misses the target")
     assert [a.actions for a in attempts[1:]] == [["layer2.1", "layer3.0.conv1@24"],
                                                  ["layer1.0", "layer3.0.conv1@24"], ["layer1.0", "layer2.1"]]
     assert all(a.measured_ratio > target for a in attempts[1:3])
