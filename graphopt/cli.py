@@ -170,6 +170,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
     settings = AccelerateSettings(
         target_latency=args.target_latency, target_ms=args.target_ms, drop=args.drop,
         max_accuracy_drop=args.max_accuracy_drop, keep_best=args.keep_best,
+        eval_images=_text(args.eval), eval_labels=_text(args.eval_labels), eval_classes=_text(args.eval_classes),
         blocks=[i.strip() for i in args.blocks.split(",") if i.strip()] if args.blocks else None, runtime=args.runtime,
         precision=args.precision, batch=args.batch, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
         min_seconds=args.min_seconds, noise_threshold=args.noise_threshold,
@@ -296,8 +297,14 @@ def _quality_rows(quality: dict | None) -> list[list[str]]:
         return [["estimated top-1 loss", quality["note"] if quality else "n/a"]]
     estimate = quality["estimate"]
     floor = "no floor" if quality["floor_points"] is None else f"floor {quality['floor_points']:g}"
-    return [["estimated top-1 loss, points (95% upper bound)",
-             f"{estimate['points']:.2f} ({estimate['upper']:.2f}; {floor})"]]
+    what = "measured" if estimate.get("labelled") else "estimated"
+    return [[f"{what} top-1 loss, points (95% upper bound)",
+             f"{estimate['points']:.2f} ({estimate['upper']:.2f}; {floor})"],
+            ["judged on", f"{estimate['images']} {quality['judged_on']}"]]
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _percent(value: float | None) -> str:
@@ -379,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="points of top-1 the result may lose (default %(default)s), judged by the upper bound of an "
                         "estimate on held-out images; a result over it is not handed back (exit 3); none: latency "
                         "only")
+    p.add_argument("--eval", type=Path, metavar="DIR",
+                   help="images to judge the floor on instead of the held-out calibration images (never trained "
+                        "on): labelled (class sub-folders or --eval-labels) for a measured top-1 loss, else an "
+                        "estimate on more images")
+    p.add_argument("--eval-labels", type=Path, metavar="FILE", help="`NAME LABEL` lines for the --eval images")
+    p.add_argument("--eval-classes", type=Path, metavar="FILE",
+                   help="class names (wnids) in the model's index order, for --eval labels given by name")
     p.add_argument("--keep-best", action="store_true",
                    help="when the result is over the floor, still exit 3 but write the fastest model inside it "
                         "(INT8 alone) to -o")

@@ -115,6 +115,9 @@ class Evaluation:
     scored: int
     skipped: tuple[str, ...]
     models: tuple[ModelScore, ...]
+    # with keep_scores: each model's class scores (images x classes) and the labels (None without), in one order
+    scores: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
+    truth: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def labelled(self) -> bool:
@@ -142,8 +145,11 @@ class _Tally:
     agree: int = 0
     top1: int = 0
     top5: int = 0
+    kept: list[np.ndarray] | None = None  # every batch's class scores, when they are kept
 
     def add(self, scores: np.ndarray, reference: np.ndarray, target: np.ndarray | None) -> None:
+        if self.kept is not None:
+            self.kept.append(scores)
         top1 = scores.argmax(1)
         self.images += len(top1)
         self.agree += int((top1 == reference).sum())
@@ -156,7 +162,7 @@ class _Tally:
 def evaluate(models: list[str | os.PathLike | onnx.ModelProto], images: str | os.PathLike,
              labels: str | os.PathLike | None = None, classes: str | os.PathLike | None = None,
              preprocess: dict | None = None, batch: int = 32, threads: int | None = None,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True, keep_scores: bool = False) -> Evaluation:
     """Score each model on the images in `images`: top-1/top-5 accuracy where there are labels, and top-1 agreement
     with the first model, each with a Wilson 95% interval.
 
@@ -164,6 +170,8 @@ def evaluate(models: list[str | os.PathLike | onnx.ModelProto], images: str | os
     labels come from class sub-folders when the images sit in them, else only agreement is scored.
     classes: a file with one class name (wnid) per line, in the model's index order (`n01440764 tench` lines too).
     preprocess: accelerate's image settings (size, norm, mean, std, bgr, resize), applied to every model.
+    keep_scores: also hand back every model's class scores and the labels, image by image (the accuracy floor's
+    paired estimate needs them).
     """
     if not models:
         raise GraphoptError("give at least one model to evaluate")
@@ -182,7 +190,7 @@ def evaluate(models: list[str | os.PathLike | onnx.ModelProto], images: str | os
     class_total = counts[names[0]]
     folder = _image_folder(images)
     truth, source = resolve_labels(folder, labels, classes, class_total)
-    tallies, skipped = _score(opened, folder, truth, batch, progress)
+    tallies, skipped = _score(opened, folder, truth, batch, progress, keep_scores)
     scored = tallies[0].images
     if scored == 0:
         raise GraphoptError(f"none of the {len(folder.images)} images in {folder.root} could be read "
@@ -192,7 +200,12 @@ def evaluate(models: list[str | os.PathLike | onnx.ModelProto], images: str | os
         name=m.name, path=None if isinstance(src, onnx.ModelProto) else str(src), images=t.images, agree_top1=t.agree,
         top1_correct=t.top1 if labelled else None, top5_correct=t.top5 if labelled and class_total >= 5 else None,
         preprocess=_describe(m.preprocess)) for m, t, src in zip(opened, tallies, models))
-    return Evaluation(str(folder.root), source, class_total, scored, tuple(skipped), results)
+    kept = tuple(np.concatenate(t.kept) for t in tallies) if keep_scores else ()
+    labels_kept = None
+    if keep_scores and labelled:
+        readable = set(skipped)
+        labels_kept = np.array([truth[name] for name in _names(folder) if name not in readable])
+    return Evaluation(str(folder.root), source, class_total, scored, tuple(skipped), results, kept, labels_kept)
 
 
 def format_table(evaluation: Evaluation) -> str:
@@ -296,10 +309,14 @@ def _image_folder(images: str | os.PathLike) -> Folder:
     return folder
 
 
+def _names(folder: Folder) -> list[str]:
+    return [path.relative_to(folder.root).as_posix() for path in folder.images]
+
+
 def _score(models: list[_Model], folder: Folder, truth: dict[str, int] | None, batch: int,
-           progress: bool) -> tuple[list[_Tally], list[str]]:
+           progress: bool, keep: bool = False) -> tuple[list[_Tally], list[str]]:
     """Decode the images a batch at a time and tally every model's predictions on each batch."""
-    tallies, skipped = [_Tally() for _ in models], []
+    tallies, skipped = [_Tally(kept=[] if keep else None) for _ in models], []
     settings = list(dict.fromkeys(m.preprocess for m in models))  # models that share preprocessing share inputs
     with tqdm(total=len(folder.images), desc="eval", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(folder.images), batch):

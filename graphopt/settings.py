@@ -34,6 +34,12 @@ class AccelerateSettings:
     max_accuracy_drop: float | None = 1.0
     # when the result is over the floor: still exit 3, but write the fastest model inside it (INT8 alone) to -o
     keep_best: bool = False
+    # images that judge the floor instead of the held-out calibration images (never trained or scored on): with
+    # labels (class folders or eval_labels, index order from eval_classes) the top-1 loss is measured, without them
+    # estimated on more images than the held-out few, so the bound is tighter
+    eval_images: str | None = None
+    eval_labels: str | None = None
+    eval_classes: str | None = None
     target_ms: float | None = None
     drop: int | None = None
     blocks: list[str] | None = None  # drop exactly these (no recoverability scoring), then recover
@@ -105,6 +111,21 @@ def with_goal(settings: AccelerateSettings) -> AccelerateSettings:
     return replace(settings, precision="int8")
 
 
+def _check_eval(settings: AccelerateSettings) -> None:
+    """--eval names a folder, and its labels and classes files exist, before any work (labels are checked against
+    the model when the floor is judged)."""
+    from pathlib import Path
+    if settings.eval_images is None:
+        if settings.eval_labels is not None or settings.eval_classes is not None:
+            raise GraphoptError("--eval-labels and --eval-classes describe the --eval images: give --eval DIR")
+        return
+    if not Path(settings.eval_images).is_dir():
+        raise GraphoptError(f"--eval {settings.eval_images}: not a folder of images")
+    for option, path in (("--eval-labels", settings.eval_labels), ("--eval-classes", settings.eval_classes)):
+        if path is not None and not Path(path).is_file():
+            raise GraphoptError(f"{option} {path}: no such file")
+
+
 def check_settings(settings: AccelerateSettings) -> None:
     """Every setting checked before any work, with the option's name and unit in the message."""
     if settings.target_latency is not None and not 0 < settings.target_latency < 1:
@@ -125,6 +146,7 @@ def check_settings(settings: AccelerateSettings) -> None:
     check_range("--holdout", settings.holdout, "share of the calibration files", 0, 1, low_open=True, high_open=True)
     if settings.max_accuracy_drop is not None:
         check_range("--max-accuracy-drop", settings.max_accuracy_drop, "number of top-1 points", 0, 100)
+    _check_eval(settings)
     check_range("--time-budget", settings.time_budget, "number of minutes", 0, MAX_BUDGET_MINUTES, low_open=True)
     if settings.lr is not None:
         check_range("--lr", settings.lr, "learning rate", 0, 1, low_open=True)

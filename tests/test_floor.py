@@ -163,3 +163,53 @@ def test_keep_best_with_nothing_inside_the_floor_writes_nothing(confident, tiny,
     code, report = _accelerate(confident, tiny[1], tmp_path, "--max-accuracy-drop", "0", "--keep-best")
     assert code == 3 and "nothing written" in capsys.readouterr().err
     assert report["output"] is None and not (tmp_path / "out.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def eval_folder(confident, tmp_path_factory):
+    """30 images the calibration never saw, labelled with the confident model's own top-1 on the first half and a
+    wrong class on the second: the original scores 50%."""
+    from graphopt.evaluate import evaluate
+    from tests import zoo
+    folder = zoo.write_images(tmp_path_factory.mktemp("eval") / "images", 30, seed=7)
+    scores = evaluate([confident], folder, keep_scores=True, progress=False).scores[0]
+    names = sorted(p.name for p in folder.iterdir())
+    labels = folder.parent / "labels.txt"
+    labels.write_text("".join(f"{name} {(c if i < 15 else (c + 1) % 10)}\n"
+                              for i, (name, c) in enumerate(zip(names, scores.argmax(1)))))
+    return folder, labels
+
+
+def test_eval_images_with_labels_measure_the_loss_the_floor_judges(confident, tiny, eval_folder, tmp_path, capsys):
+    """With --eval and labels the floor judges the labelled top-1 loss on those images, the same figure
+    `graphopt eval` gives for the written model."""
+    from graphopt.evaluate import evaluate
+    folder, labels = eval_folder
+    code, report = _accelerate(confident, tiny[1], tmp_path, "--max-accuracy-drop", "none", "--eval", folder,
+                               "--eval-labels", labels)
+    assert code == 0, capsys.readouterr().err
+    estimate = report["quality"]["estimate"]
+    assert estimate["labelled"] and estimate["images"] == 30 and str(folder) in report["quality"]["judged_on"]
+    scored = evaluate([confident, tmp_path / "out.onnx"], folder, labels=labels, progress=False)
+    original, result = scored.models
+    assert original.top1 == pytest.approx(0.5)
+    assert estimate["points"] == pytest.approx(100 * (original.top1 - result.top1))
+    assert estimate["upper"] >= estimate["points"] and estimate["agreement"] == pytest.approx(result.agreement_top1)
+
+
+def test_eval_images_without_labels_estimate_on_every_image(confident, tiny, eval_folder, tmp_path, capsys):
+    code, report = _accelerate(confident, tiny[1], tmp_path, "--max-accuracy-drop", "none", "--eval",
+                               eval_folder[0])
+    assert code == 0, capsys.readouterr().err
+    estimate = report["quality"]["estimate"]
+    assert not estimate["labelled"] and estimate["images"] == 30 and estimate["views"] == 30
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--eval", "missing-folder"], "--eval missing-folder: not a folder of images"),
+    (["--eval-labels", "labels.txt"], "give --eval DIR"),
+])
+def test_bad_eval_options_are_refused_before_any_work(args, message, tiny, tmp_path, capsys):
+    code = main(["accelerate", str(tiny[0]), "--calib", str(tiny[1]), "-o", str(tmp_path / "o.onnx"), "--drop", "1",
+                 *args])
+    assert code == 1 and message in capsys.readouterr().err and list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from graphopt.errors import AccuracyFloorMissed
 from graphopt.frontier import INT8_ALONE, ORIGINAL, RESULT, Point, best_inside, plan_points
-from graphopt.quality import DropEstimate
+from graphopt.quality import DropEstimate, expected_drop, labelled_drop
 from graphopt.settings import KL_VIEWS
 from graphopt.stages.state import Outcome, Run
 from graphopt.target import TargetCheck
@@ -19,48 +19,71 @@ from graphopt.verify import accuracy_drop
 
 
 def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None) -> tuple[dict, list[Point]]:
-    """The report's `quality` (the floor and the outcome's estimated loss) and the frontier of what was measured.
-    Raises AccuracyFloorMissed, with the frontier and INT8 alone as the best model inside the floor when it is,
-    when the estimate's upper bound is over the floor. A model without class scores is not judged (said so)."""
+    """The report's `quality` (the floor and the outcome's loss) and the frontier of what was measured. Raises
+    AccuracyFloorMissed, with the frontier and INT8 alone as the best model inside the floor when it is, when the
+    loss's upper bound is over the floor. A model without class scores is not judged (said so)."""
     floor = run.settings.max_accuracy_drop
-    estimate = _estimate(run, outcome.model)
+    int8 = run.int8 is not None and outcome.model is not run.int8
+    estimate, *others = _losses(run, [outcome.model, *([run.int8] if int8 else [])])
     record = {"floor_points": floor, "estimate": None if estimate is None else estimate.to_dict(),
-              "judged": floor is not None and estimate is not None,
+              "judged_on": _judged_on(run), "judged": floor is not None and estimate is not None,
               "met": None if floor is None or estimate is None else estimate.within(floor)}
     if estimate is None:
         record["note"] = "the model's first output is not class scores: top-1 loss cannot be estimated"
-    points = _frontier(run, outcome, estimate, int8_ratio)
+    points = _frontier(run, outcome, estimate, int8_ratio, others[0] if others else None)
     if not record["judged"] or record["met"]:
         return record, points
     points[-1].chosen = False  # nothing is handed back, unless --keep-best hands back `best`
     best = best_inside(points, floor)
-    alternative = "" if best is None else (f"; {best.model} (ratio {best.ratio:.3f}) loses an estimated "
-                                           f"{best.estimate.points:.2f} (upper bound {best.estimate.upper:.2f}), "
-                                           f"inside the floor: --keep-best writes it")
+    alternative = "" if best is None else (f"; {best.model} (ratio {best.ratio:.3f}) loses {best.estimate.points:.2f} "
+                                           f"(upper bound {best.estimate.upper:.2f}), inside the floor: --keep-best "
+                                           f"writes it")
     raise AccuracyFloorMissed(
-        f"the model that meets the goal (measured ratio {_ratio(outcome):.3f}) loses an estimated "
-        f"{estimate.points:.2f} points of top-1 (95% upper bound {estimate.upper:.2f}, {estimate.images} held-out "
-        f"images), over --max-accuracy-drop {floor:g}{alternative}; ask for less speed, give more calibration "
-        f"images, or pass --max-accuracy-drop none to accept it", points,
+        f"the model that meets the goal (measured ratio {_ratio(outcome):.3f}) loses "
+        f"{'' if estimate.labelled else 'an estimated '}{estimate.points:.2f} points of top-1 (95% upper bound "
+        f"{estimate.upper:.2f}, {estimate.images} {record['judged_on']}), over --max-accuracy-drop {floor:g}"
+        f"{alternative}; ask for less speed, give more calibration images (or --eval images to judge on), or pass "
+        f"--max-accuracy-drop none to accept it", points,
         best=run.int8 if best is not None and best.model == INT8_ALONE else None)
 
 
-def _frontier(run: Run, outcome: Outcome, estimate: DropEstimate | None, int8_ratio: float | None) -> list[Point]:
+def _frontier(run: Run, outcome: Outcome, estimate: DropEstimate | None, int8_ratio: float | None,
+              int8: DropEstimate | None) -> list[Point]:
     """The original, INT8 alone (when the output is INT8), each plan selection timed, and the outcome, last and
     chosen."""
     points = [Point(ORIGINAL, 1.0, DropEstimate(0.0, 0.0, 1.0, len(run.held), 0))]
     if outcome.model is run.int8:
         return [*points, Point(INT8_ALONE, _ratio(outcome), estimate, chosen=True)]
     if run.int8 is not None:
-        points.append(Point(INT8_ALONE, int8_ratio, _estimate(run, run.int8)))
+        points.append(Point(INT8_ALONE, int8_ratio, int8))
     return [*points, *plan_points(outcome.selection.attempts),
             Point(RESULT, _ratio(outcome), estimate, [a.id for a in outcome.selection.actions], chosen=True)]
 
 
-def _estimate(run: Run, model) -> DropEstimate | None:
+def _judged_on(run: Run) -> str:
+    settings = run.settings
+    if settings.eval_images is None:
+        return "held-out calibration images (with augmented views)"
+    return f"--eval images in {settings.eval_images}"
+
+
+def _losses(run: Run, models: list) -> list[DropEstimate | None]:
+    """Each model's top-1 loss against the original: on the --eval images when given (measured where they are
+    labelled), else estimated on the held-out calibration images and their augmented views."""
+    settings = run.settings
     with run.stages("quality"):
-        return accuracy_drop(run.original, model, run.held.with_views(KL_VIEWS, run.settings.seed), len(run.held),
-                             run.settings.threads, run.settings.seed)
+        if settings.eval_images is None:
+            views = run.held.with_views(KL_VIEWS, settings.seed)
+            return [accuracy_drop(run.original, model, views, len(run.held), settings.threads, settings.seed)
+                    for model in models]
+        from graphopt.evaluate import evaluate
+        result = evaluate([run.original, *models], settings.eval_images, labels=settings.eval_labels,
+                          classes=settings.eval_classes, preprocess=settings.preprocess, threads=settings.threads,
+                          progress=not run.quiet, keep_scores=True)
+    original, *others = result.scores
+    if result.truth is not None:
+        return [labelled_drop(original, other, result.truth, settings.seed) for other in others]
+    return [expected_drop(original, other, seed=settings.seed) for other in others]
 
 
 def _ratio(outcome: Outcome) -> float:
