@@ -1,8 +1,10 @@
 """accelerate(): one run as a sequence of named stages over one run state (graphopt/stages/):
 
     prepare   load the model and calibration images; discover what each method can cut; set up the backend
-    time      the latency table: the original and each single cut, timed on the serving runtime
-    rank      score every cut on the calibration images (per millisecond saved) and order them
+    score     score every cut on the calibration images by what the network loses without it
+    time      the latency table: the original and the single cuts a plan would take first, timed on the serving
+              runtime until they save enough for the target (stages/table.py)
+    rank      order the timed cuts by loss per millisecond saved
     select    the fewest ranked cuts whose measured ratio meets the target, the last of them the one that loses
               least among those that get there
     recover   cut, refit, distil from the original, verify, and check the result against the target by measurement
@@ -30,14 +32,13 @@ from graphopt.frontier import INT8_ALONE
 from graphopt.model_io import save_model
 from graphopt.paths import check_outputs
 from graphopt.runtime import LatencyBackend
-from graphopt.selection import latency_table
 from graphopt.settings import AccelerateSettings, check_settings, with_goal
-from graphopt.stages.discover import describe_actions
 from graphopt.stages.floor import check_floor
 from graphopt.stages.prepare import prepare
+from graphopt.stages.rank import score
 from graphopt.stages.recover import cut_and_recover, int8_alone
+from graphopt.stages.table import build_table
 from graphopt.stages.report import Report, build_report
-from graphopt.stages.state import say
 
 
 @dataclass
@@ -84,11 +85,9 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     run = prepare(model, example_input, calib, settings, backend, quiet, time.monotonic() + 60 * settings.time_budget)
     outcome, table, ranking, target = int8_alone(run), None, None, settings.target_latency
     if outcome is None:
-        with run.stages("latency table"):
-            say(quiet, f"timing {describe_actions(run.actions)} on {run.backend.name} at batch {settings.batch}")
-            table = latency_table(run.backend, run.planner, run.actions, quiet, start=run.int8)
-        target = settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
-        ranking, outcome = cut_and_recover(run, table, target)
+        ranking = score(run)
+        table, target = build_table(run, ranking)
+        ranking, outcome = cut_and_recover(run, table, target, ranking)
     try:
         quality, frontier = check_floor(run, outcome, table.start if table is not None else None)
     except AccuracyFloorMissed as missed:

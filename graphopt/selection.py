@@ -10,6 +10,7 @@ graphopt/target.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -46,6 +47,7 @@ class LatencyTable:
     start: float = 1.0  # ratio before any cut: below 1 when every variant is timed in INT8
     remeasured: dict[str, list[float]] = field(default_factory=dict)  # action id -> implausible savings replaced
     implausible: list[str] = field(default_factory=list)  # still implausible after re-measuring
+    untimed: list[str] = field(default_factory=list)  # cuts not timed: the timed ones already save enough
 
     @property
     def savings_ms(self) -> dict[str, float]:
@@ -54,7 +56,11 @@ class LatencyTable:
     def to_dict(self) -> dict:
         return {"base": self.base.to_dict(), "start_ratio": self.start, "savings": self.savings,
                 "savings_ms": self.savings_ms, "noise": self.noise, "noisy": self.noisy, "remeasured": self.remeasured,
-                "implausible": self.implausible}
+                "implausible": self.implausible, "untimed": self.untimed}
+
+    def timed(self, actions: list[Action]) -> list[Action]:
+        """The actions this table has a saving for, in their order."""
+        return [a for a in actions if a.id in self.savings]
 
 
 @dataclass
@@ -99,31 +105,37 @@ class Selection:
 
 
 def latency_table(backend: LatencyBackend, planner: Planner, actions: list[Action], quiet: bool = False,
-                  start: onnx.ModelProto | None = None) -> LatencyTable:
-    """Time the original and each single action, TABLE_CHUNK actions per interleaved run; re-time implausible
-    savings.
+                  start: onnx.ModelProto | None = None,
+                  enough: Callable[[LatencyTable], bool] | None = None) -> LatencyTable:
+    """Time the original and each single action, TABLE_CHUNK actions per interleaved run, in the order given;
+    re-time implausible savings.
 
     `start` is the model the cuts are made from when that is not the original itself (its INT8 form): it is timed
-    in the same runs, and each saving is the fall in ratio from it.
+    in the same runs, and each saving is the fall in ratio from it. `enough(table so far)`, asked after each run,
+    ends the timing early: the rest are listed as `untimed` (the cuts a target could not need).
     """
-    variants = {a.id: planner.apply([a]) for a in actions}
     firsts = [planner.model] if start is None else [planner.model, start]
     threshold = TABLE_NOISE_SHARE * backend.settings.noise_threshold
     runs, origins, savings = [], [], {}
     for index in range(0, len(actions), TABLE_CHUNK):
         chunk = actions[index:index + TABLE_CHUNK]
         progress = None if quiet else f"latency table {index // TABLE_CHUNK + 1}/{-(-len(actions) // TABLE_CHUNK)}"
-        run, origin, found = _timed_savings(backend, firsts, [variants[a.id] for a in chunk], threshold, progress)
+        run, origin, found = _timed_savings(backend, firsts, [planner.apply([a]) for a in chunk], threshold,
+                                            progress)
         runs.append(run)
         origins.append(origin)
         savings.update(zip((a.id for a in chunk), found))
-    table = LatencyTable(runs[0].stats[0], savings, max(r.noise for r in runs), any(r.noisy for r in runs),
-                         float(np.mean(origins)))
+        table = LatencyTable(runs[0].stats[0], dict(savings), max(r.noise for r in runs),
+                             any(r.noisy for r in runs), float(np.mean(origins)))
+        if enough is not None and len(savings) < len(actions) and enough(table):
+            table.untimed = [a.id for a in actions[index + len(chunk):]]
+            break
+    actions = table.timed(actions)
     for _ in range(REMEASURE_TRIES):
         suspects = [a for a in actions if not _plausible(table, a)]
         if not suspects:
             return table
-        _, _, found = _timed_savings(backend, firsts, [variants[a.id] for a in suspects], threshold, None)
+        _, _, found = _timed_savings(backend, firsts, [planner.apply([a]) for a in suspects], threshold, None)
         for action, saving in zip(suspects, found):
             table.remeasured.setdefault(action.id, []).append(table.savings[action.id])
             table.savings[action.id] = saving

@@ -1,4 +1,5 @@
-"""The rank stage: every cut scored by what the network loses without it, per millisecond it saves."""
+"""The rank stage: every cut scored by what the network loses without it (`score`, before any timing), then
+ordered by that loss per millisecond it saves (`order`, once the latency table has timed it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class Ranking:
     cached: bool = False  # the block recoverability scores came from the cache
     count: int | None = None  # how many cuts to make (--drop / --blocks); None: as many as the target needs
     single_cut_ranking: list[str] | None = None  # the order before cuts were re-ranked by what they cost together
+    plan_error: object | None = field(default=None, repr=False)  # PlanError the cuts were scored with, for re-ranking
 
     @property
     def errors(self) -> dict[str, float]:
@@ -36,15 +38,13 @@ class Ranking:
                 for key, score in scores.items()}
 
 
-def rank(run: Run, table, target: float | None) -> Ranking:
-    """The cuts best to lose first, with their scores.
+def score(run: Run) -> Ranking:
+    """Every cut scored by what the network loses without it; not yet ordered (that needs the latency table).
 
-    Every cut is scored by what the network loses without it, divided by the milliseconds it saves. By KL (models
-    with class scores, unless --scoring says otherwise): the class scores' KL divergence from the original's on
-    held-out images, each cut applied without training (channel cuts after the refit of their consumers). By
-    recoverability: held-out feature error, blocks after training adaptors (PRACTISE), channel and basis cuts
-    after the refit. With a target, the cuts a plan is re-measured for are then re-ranked by what they cost
-    together (graphopt/ranking.py): every cut by KL, channel and basis cuts by recoverability."""
+    By KL (models with class scores, unless --scoring says otherwise): the class scores' KL divergence from the
+    original's on held-out images, each cut applied without training (channel cuts after the refit of their
+    consumers). By recoverability: held-out feature error, blocks after training adaptors (PRACTISE), channel and
+    basis cuts after the refit."""
     settings = run.settings
     if run.given:
         return Ranking(run.given, "given", count=len(run.given))
@@ -54,20 +54,38 @@ def rank(run: Run, table, target: float | None) -> Ranking:
     blocks = run.droppable if searches_blocks and not by_kl else []  # trained for recoverability
     cuts = [a for a in run.actions if by_kl or a.method != "blocks"]
     ranking = Ranking([], "kl" if by_kl else "recoverability", count=settings.drop)
-    plan_error = None
     if cuts:
         from graphopt.calibration.cut_scores import PlanError, score_cuts
         with run.stages("cut scores"):
-            plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
-                                   _scoring_images(run, by_kl), settings.threads, logits)
-            ranking.cut_scores = score_cuts(plan_error, cuts, run.quiet)
+            ranking.plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
+                                           _scoring_images(run, by_kl), settings.threads, logits)
+            ranking.cut_scores = score_cuts(ranking.plan_error, cuts, run.quiet)
     if blocks:
         with run.stages("recoverability"):
             seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(blocks)
             ranking.block_recoverability, ranking.cached = _recoverability(
                 run.original, blocks, run.features, run.train, run.held, settings, run.quiet, seconds)
+    return ranking
+
+
+def timing_order(actions: list[Action], ranking: Ranking) -> list[Action]:
+    """The order to time cuts in, before any is timed: what each loses per share of multiply-adds it removes (the
+    saving it is predicted to make), so a table that stops early has timed the cuts a plan would take first."""
+    if ranking.scoring == "given":
+        return actions
+    errors = ranking.errors
+    return sorted(actions, key=lambda a: errors.get(a.id, float("inf")) / max(a.macs_share, 1e-3))
+
+
+def order(run: Run, ranking: Ranking, table, target: float | None) -> Ranking:
+    """The timed cuts best to lose first: loss divided by the milliseconds each saves. With a target, the cuts a
+    plan is re-measured for are then re-ranked by what they cost together (graphopt/ranking.py): every cut by KL,
+    channel and basis cuts by recoverability."""
+    if ranking.scoring == "given":
+        return ranking
+    by_kl, plan_error = ranking.scoring == "kl", ranking.plan_error
     errors, saved_ms = ranking.errors, table.savings_ms
-    ranked = sorted(run.actions, key=lambda a: errors[a.id] / max(saved_ms[a.id], 1e-3))
+    ranked = sorted(table.timed(run.actions), key=lambda a: errors[a.id] / max(saved_ms[a.id], 1e-3))
     if plan_error is not None and target is not None:
         def enough(accepted: list[Action]) -> bool:
             return predicted_ratio(run.planner.normalise(accepted), table) <= target - RERANK_SLACK

@@ -7,9 +7,9 @@ from dataclasses import replace
 from graphopt.errors import TargetUnreachable
 from graphopt.features import class_scores
 from graphopt.methods import Action
-from graphopt.selection import Attempt, Selection, check_reachable, select
+from graphopt.selection import Attempt, Selection, select
 from graphopt.settings import FINAL_RESERVE, INT8_RECOVERY_SHARE, LR_CANDIDATES
-from graphopt.stages.rank import Ranking, rank
+from graphopt.stages.rank import Ranking, order
 from graphopt.stages.state import Outcome, Run, say
 from graphopt.target import confirm_target
 from graphopt.verify import agreement, check_recovered, check_valid
@@ -47,11 +47,10 @@ def int8_alone(run: Run) -> Outcome | None:
     return Outcome(run.int8, Selection([], check.final.ratio, attempts), None, agreed, check)
 
 
-def cut_and_recover(run: Run, table, target: float | None) -> tuple[Ranking, Outcome]:
-    """Rank the cuts, select on measured latency, recover, and check the result against the target."""
-    if target is not None:
-        check_reachable(run.backend, run.planner, run.actions, target)
-    ranking = rank(run, table, target)
+def cut_and_recover(run: Run, table, target: float | None, ranking: Ranking) -> tuple[Ranking, Outcome]:
+    """Order the scored cuts by loss per millisecond, select on measured latency, recover, and check the result
+    against the target."""
+    ranking = order(run, ranking, table, target)
     errors = ranking.errors
     with run.stages("selection"):
         selection = select(run.backend, run.planner, ranking.ranked, table, target=target, count=ranking.count,

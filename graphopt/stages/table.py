@@ -1,0 +1,60 @@
+"""The latency-table stage: time the cuts a target could need, in the order a plan would take them, and stop once
+the timed ones save enough.
+
+Why: on EfficientNet-Lite2 at INT8 the table of all 68 cuts took 259 s of a 10-minute budget, leaving recovery
+53 s; a target of 0.85x INT8 alone's latency needs a few of them. Cuts are timed in the order of what each loses
+per share of multiply-adds it removes (scored before timing), TABLE_CHUNK per interleaved run, until the timed cuts
+together save TIMED_SAVINGS_MARGIN times the room between the starting ratio and the target. If the timed cuts
+all at once still miss the target, the rest are timed too before anything is given up.
+"""
+from __future__ import annotations
+
+from graphopt.errors import TargetUnreachable
+from graphopt.selection import LatencyTable, check_reachable, latency_table
+from graphopt.settings import AccelerateSettings
+from graphopt.stages.discover import describe_actions
+from graphopt.stages.rank import Ranking, timing_order
+from graphopt.stages.state import Run, say
+
+# Timed savings, summed, as a multiple of the room to the target: summed savings overstate what cuts save together
+# (on Lite0 two blocks measured 87% of their sum), cuts overlap (a block and the channels inside it), and ranking by
+# measured saving reorders the cuts a little.
+TIMED_SAVINGS_MARGIN = 3.0
+
+
+def target_ratio(settings: AccelerateSettings, table: LatencyTable) -> float | None:
+    """The latency goal as a ratio to the original: --target-latency, or --target-ms over the original's median."""
+    return settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
+
+
+def build_table(run: Run, ranking: Ranking) -> tuple[LatencyTable, float | None]:
+    """The latency table and the target ratio; TargetUnreachable when every cut at once misses the target."""
+    settings, order = run.settings, timing_order(run.actions, ranking)
+    with run.stages("latency table"):
+        say(run.quiet, f"timing {describe_actions(run.actions)} on {run.backend.name} at batch {settings.batch}, "
+                       f"the cuts a plan would take first")
+        table = latency_table(run.backend, run.planner, order, run.quiet, start=run.int8,
+                              enough=lambda partial: _enough(settings, partial))
+        target = target_ratio(settings, table)
+        if table.untimed:
+            say(run.quiet, f"{len(table.timed(order))} of {len(order)} cuts timed: they save enough for the target")
+    if target is None:
+        return table, None
+    with run.stages("latency table"):
+        try:
+            check_reachable(run.backend, run.planner, table.timed(order), target)
+        except TargetUnreachable:
+            if not table.untimed:
+                raise
+            say(run.quiet, "the cuts timed cannot reach the target together: timing the rest")
+            table = latency_table(run.backend, run.planner, order, run.quiet, start=run.int8)
+            check_reachable(run.backend, run.planner, order, target)
+    return table, target
+
+
+def _enough(settings: AccelerateSettings, table: LatencyTable) -> bool:
+    """Whether the cuts timed so far save enough for the target (never with a number of blocks to drop)."""
+    target = target_ratio(settings, table)
+    if target is None or settings.drop is not None or settings.blocks is not None:
+        return False
+    return sum(max(0.0, saving) for saving in table.savings.values()) >= TIMED_SAVINGS_MARGIN * (table.start - target)

@@ -1,0 +1,49 @@
+"""The latency-table stage times the cuts a target could need, in the order a plan would take them, and stops once
+they save enough (graphopt/stages/table.py); on a simulated latency backend, with runs of two cuts so the tiny
+ResNet's eleven cuts take several."""
+from __future__ import annotations
+
+import pytest
+
+from graphopt import selection
+from graphopt.pipeline import accelerate
+from graphopt.stages import table as table_stage
+from tests.fake_latency import SimulatedBackend
+from tests.helpers import FAST_ACCELERATE
+
+
+@pytest.fixture
+def two_per_run(monkeypatch):
+    monkeypatch.setattr(selection, "TABLE_CHUNK", 2)
+
+
+def test_a_mild_target_times_only_the_cuts_it_could_need(tiny, two_per_run):
+    path, images = tiny
+    result = accelerate(path, images, target_latency=0.9, backend=SimulatedBackend(), **FAST_ACCELERATE)
+    report = result.report
+    table, candidates = report["latency_table"], [c["id"] for c in report["candidates"]]
+    assert table["untimed"] and set(table["savings"]) | set(table["untimed"]) == set(candidates)
+    assert sum(max(0, s) for s in table["savings"].values()) >= table_stage.TIMED_SAVINGS_MARGIN * 0.1
+    assert set(report["ranking"]) == set(table["savings"])  # only timed cuts are ranked and selected
+    assert report["target"]["met"] and report["latency"]["ratio"] <= 0.9
+    # the cuts left untimed are those that lose most per multiply-add removed
+    errors = {cut: score["error"] for cut, score in {**report["block_scores"], **report["channel_scores"]}.items()}
+    shares = {c["id"]: c["macs_share"] for c in report["candidates"]}
+    cost = {cut: errors[cut] / max(shares[cut], 1e-3) for cut in candidates}
+    assert max(cost[c] for c in table["savings"]) <= min(cost[c] for c in table["untimed"])
+
+
+def test_cuts_that_cannot_reach_the_target_together_get_the_rest_timed(tiny, two_per_run, monkeypatch):
+    path, images = tiny
+    monkeypatch.setattr(table_stage, "TIMED_SAVINGS_MARGIN", 1e-6)  # stop after the first run of two cuts
+    result = accelerate(path, images, target_latency=0.5, backend=SimulatedBackend(), **FAST_ACCELERATE)
+    report = result.report
+    assert report["latency_table"]["untimed"] == []
+    assert len(report["latency_table"]["savings"]) == len(report["candidates"])
+    assert report["target"]["met"] and report["latency"]["ratio"] <= 0.5
+
+
+def test_a_number_of_blocks_to_drop_times_every_cut(tiny, two_per_run):
+    path, images = tiny
+    result = accelerate(path, images, drop=1, backend=SimulatedBackend(), **FAST_ACCELERATE)
+    assert result.report["latency_table"]["untimed"] == []
