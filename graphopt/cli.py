@@ -265,6 +265,7 @@ def _print_summary(report: dict, output: Path) -> None:
             [f"top-1 agreement, {held['held_out_files']} held-out files", _percent(report["agreement_top1"])
              + ("" if held["agreement_reliable"] else " (unreliable: fewer than 8 held-out files)")],
             *_quality_rows(report["quality"]),
+            *_budget_rows(report["budget"]),
             *[[f"time: {stage} (s)", f"{seconds:.1f}"] for stage, seconds in report["seconds"].items()],
             ["output", str(output)]]
     print(table(["", ""], rows))
@@ -289,6 +290,18 @@ def _print_frontier(frontier: list[dict], floor: float | None) -> None:
              inside(row), "handed back" if row["chosen"] else ""] for row in frontier]
     print(table(["model", "cuts", "latency ratio", "est. top-1 loss, points (95% upper)",
                  "inside floor" if floor is None else f"inside floor {floor:g}", ""], rows))
+
+
+def _budget_rows(budget: dict) -> list[list[str]]:
+    """How the run shared its time budget, and a note when recovery got too few steps."""
+    if not budget:
+        return []
+    spent = budget["spent_s"]
+    steps = "" if budget["recovery_steps"] is None else f" ({budget['recovery_steps']} steps)"
+    rows = [["time budget (s)", f"{budget['budget_s']:.0f}, {budget['recovery_kept_s']:.0f} of it kept for recovery"],
+            ["time spent (s)", f"{budget['total_s']:.0f}: prepare {spent['prepare']:.0f}, search {spent['search']:.0f}, "
+                               f"recovery {spent['recovery']:.0f}{steps}, checks {spent['checks']:.0f}"]]
+    return rows + ([["note", budget["note"]]] if budget.get("note") else [])
 
 
 def _quality_rows(quality: dict | None) -> list[list[str]]:

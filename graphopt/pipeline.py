@@ -38,7 +38,7 @@ from graphopt.stages.prepare import prepare
 from graphopt.stages.rank import score
 from graphopt.stages.recover import cut_and_recover, int8_alone
 from graphopt.stages.table import build_table
-from graphopt.stages.report import Report, build_report
+from graphopt.stages.report import Report, budget_split, build_report
 
 
 @dataclass
@@ -107,6 +107,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     report.output = str(output) if output is not None else None
     report.engine = str(engine) if engine is not None else None
     report.seconds = run.stages.seconds
+    report.budget = budget_split(run, outcome, run.stages.seconds)
     return AccelerateResult(outcome.model, report)
 
 

@@ -20,6 +20,11 @@ SCORING = ("auto", "kl", "recoverability")  # how cuts are scored; auto: kl for 
 KL_VIEWS = 3  # augmented views of each held-out image added to the images KL scoring measures on
 MAX_BUDGET_MINUTES = 7 * 24 * 60.0  # a week: beyond it a budget is a typo, and its deadline would overflow
 INT8_RECOVERY_SHARE = 0.4  # of the recovery time, for few-shot INT8 recovery after block recovery
+# of the whole budget, kept for recovery when cuts are needed: the search (timing, plan scores) stops early rather
+# than eat into it. Lite2 INT8 (issue 22): the latency table and scores took 391 s of 600, recovery 82 s
+RECOVERY_SHARE = 0.5
+# recovery steps below which a result is flagged as under-recovered (report `budget.note`, the floor's message)
+USEFUL_RECOVERY_STEPS = 100
 
 
 @dataclass

@@ -47,3 +47,22 @@ def test_a_number_of_blocks_to_drop_times_every_cut(tiny, two_per_run):
     path, images = tiny
     result = accelerate(path, images, drop=1, backend=SimulatedBackend(), **FAST_ACCELERATE)
     assert result.report["latency_table"]["untimed"] == []
+
+
+def test_the_search_stops_timing_when_its_share_of_the_budget_is_spent(tiny, two_per_run, monkeypatch):
+    """Recovery's share of the budget is kept: once the search's part is spent (here at once), the table stops
+    after its first run (unless the cuts timed cannot reach the target), and the report shows the split."""
+    from graphopt.stages.state import Run
+    monkeypatch.setattr(Run, "search_over", lambda self: True)
+    path, images = tiny
+    result = accelerate(path, images, target_latency=0.9, backend=SimulatedBackend(), **FAST_ACCELERATE)
+    report = result.report
+    timed = report["latency_table"]["savings"]
+    assert len(timed) == 2 and report["target"]["met"]
+    assert sum(timed.values()) < table_stage.TIMED_SAVINGS_MARGIN * 0.1, "stopped by the budget, not by savings"
+    budget = report["budget"]
+    assert budget["budget_s"] == 600 and budget["recovery_kept_s"] == 300
+    assert set(budget["spent_s"]) == {"prepare", "search", "recovery", "checks"}
+    assert budget["total_s"] == pytest.approx(sum(report["seconds"].values()), abs=0.5)
+    assert budget["recovery_steps"] == report["feature_error"]["steps"] <= FAST_ACCELERATE["recover_iterations"]
+    assert "fewer than 100" in budget["note"]

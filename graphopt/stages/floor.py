@@ -12,7 +12,8 @@ from __future__ import annotations
 from graphopt.errors import AccuracyFloorMissed
 from graphopt.frontier import INT8_ALONE, ORIGINAL, RESULT, Point, best_inside, plan_points
 from graphopt.quality import DropEstimate, expected_drop, labelled_drop
-from graphopt.settings import KL_VIEWS
+from graphopt.settings import KL_VIEWS, USEFUL_RECOVERY_STEPS
+from graphopt.stages.report import recovery_steps
 from graphopt.stages.state import Outcome, Run
 from graphopt.target import TargetCheck
 from graphopt.verify import accuracy_drop
@@ -42,8 +43,8 @@ def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None) -> tuple[d
         f"the model that meets the goal (measured ratio {_ratio(outcome):.3f}) loses "
         f"{'' if estimate.labelled else 'an estimated '}{estimate.points:.2f} points of top-1 (95% upper bound "
         f"{estimate.upper:.2f}, {estimate.images} {record['judged_on']}), over --max-accuracy-drop {floor:g}"
-        f"{alternative}; ask for less speed, give more calibration images (or --eval images to judge on), or pass "
-        f"--max-accuracy-drop none to accept it", points,
+        f"{alternative}{_under_recovered(outcome)}; ask for less speed, give more calibration images (or --eval "
+        f"images to judge on), or pass --max-accuracy-drop none to accept it", points,
         best=run.int8 if best is not None and best.model == INT8_ALONE else None)
 
 
@@ -58,6 +59,13 @@ def _frontier(run: Run, outcome: Outcome, estimate: DropEstimate | None, int8_ra
         points.append(Point(INT8_ALONE, int8_ratio, int8))
     return [*points, *plan_points(outcome.selection.attempts),
             Point(RESULT, _ratio(outcome), estimate, [a.id for a in outcome.selection.actions], chosen=True)]
+
+
+def _under_recovered(outcome: Outcome) -> str:
+    steps = recovery_steps(outcome)
+    if steps is None or steps >= USEFUL_RECOVERY_STEPS:
+        return ""
+    return f"; recovery made only {steps} steps in the time budget (a longer --time-budget recovers more)"
 
 
 def _judged_on(run: Run) -> str:

@@ -87,8 +87,9 @@ def order(run: Run, ranking: Ranking, table, target: float | None) -> Ranking:
     errors, saved_ms = ranking.errors, table.savings_ms
     ranked = sorted(table.timed(run.actions), key=lambda a: errors[a.id] / max(saved_ms[a.id], 1e-3))
     if plan_error is not None and target is not None:
-        def enough(accepted: list[Action]) -> bool:
-            return predicted_ratio(run.planner.normalise(accepted), table) <= target - RERANK_SLACK
+        def enough(accepted: list[Action]) -> bool:  # or out of the search's time: the rest keep their order
+            return predicted_ratio(run.planner.normalise(accepted), table) <= target - RERANK_SLACK or \
+                run.search_over()
 
         with run.stages("plan scores"):
             ranking.single_cut_ranking = [a.id for a in ranked]

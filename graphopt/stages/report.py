@@ -8,6 +8,7 @@ from graphopt import __version__
 from graphopt.machine import machine, versions
 from graphopt.methods import Action
 from graphopt.runtime import Comparison
+from graphopt.settings import RECOVERY_SHARE, USEFUL_RECOVERY_STEPS
 from graphopt.stages.rank import Ranking
 from graphopt.stages.state import RELIABLE_HELD_OUT_FILES, Outcome, Run
 from graphopt.target import TargetCheck
@@ -50,6 +51,7 @@ class Report:
     rows: list[dict]  # original, INT8 alone (when INT8), graphopt
     quality: dict | None = None  # the accuracy floor and the result's estimated top-1 loss (stages/floor.py)
     frontier: list[dict] = field(default_factory=list)  # each model measured: ratio, estimated loss (frontier.py)
+    budget: dict = field(default_factory=dict)  # the time budget and how the stages shared it (`budget_split`)
     status: str = "ok"
     output: str | None = None
     engine: str | None = None
@@ -92,6 +94,34 @@ def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outco
             "local": [stretch.to_dict() for stretch in recovered.local]},
         int8_recovery=outcome.int8_recovery, agreement_top1=outcome.agreement,
         rows=_rows(run, table, outcome, latency))
+
+
+# which part of the run each stage's time belongs to; any other stage is preparation
+STAGE_GROUPS = {"search": ("cut scores", "recoverability", "latency table", "plan scores", "selection"),
+                "recovery": ("recovery", "int8 recovery"),
+                "checks": ("verify", "quantize", "final latency", "quality", "write", "engine")}
+
+
+def budget_split(run: Run, outcome: Outcome, seconds: dict[str, float]) -> dict:
+    """The time budget, the part kept for recovery, the seconds each part of the run took, the recovery steps
+    made, and a note when recovery got fewer than USEFUL_RECOVERY_STEPS."""
+    groups = {name: 0.0 for name in ("prepare", *STAGE_GROUPS)}
+    for stage, spent in seconds.items():
+        group = next((name for name, stages in STAGE_GROUPS.items() if stage in stages), "prepare")
+        groups[group] = round(groups[group] + spent, 1)
+    budget = 60 * run.settings.time_budget
+    record = {"budget_s": budget, "recovery_kept_s": RECOVERY_SHARE * budget, "spent_s": groups,
+              "total_s": round(sum(groups.values()), 1), "recovery_steps": recovery_steps(outcome)}
+    steps = record["recovery_steps"]
+    if steps is not None and steps < USEFUL_RECOVERY_STEPS:
+        record["note"] = (f"recovery made {steps} steps in {groups['recovery']:.0f} s (fewer than "
+                          f"{USEFUL_RECOVERY_STEPS}): a longer --time-budget, a GPU or a milder target recovers more")
+    return record
+
+
+def recovery_steps(outcome: Outcome) -> int | None:
+    """Training steps of the recovery that ran (feature recovery), None when nothing was recovered."""
+    return None if outcome.recovered is None else outcome.recovered.result.steps
 
 
 def _scores_of(ranking: Ranking, actions: list[Action], method: str) -> dict:

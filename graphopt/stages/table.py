@@ -1,5 +1,5 @@
 """The latency-table stage: time the cuts a target could need, in the order a plan would take them, and stop once
-the timed ones save enough.
+the timed ones save enough, or the search's share of the time budget is spent (recovery's is kept).
 
 Why: on EfficientNet-Lite2 at INT8 the table of all 68 cuts took 259 s of a 10-minute budget, leaving recovery
 53 s; a target of 0.85x INT8 alone's latency needs a few of them. Cuts are timed in the order of what each loses
@@ -34,10 +34,12 @@ def build_table(run: Run, ranking: Ranking) -> tuple[LatencyTable, float | None]
         say(run.quiet, f"timing {describe_actions(run.actions)} on {run.backend.name} at batch {settings.batch}, "
                        f"the cuts a plan would take first")
         table = latency_table(run.backend, run.planner, order, run.quiet, start=run.int8,
-                              enough=lambda partial: _enough(settings, partial))
+                              enough=lambda partial: _enough(settings, partial) or run.search_over())
         target = target_ratio(settings, table)
         if table.untimed:
-            say(run.quiet, f"{len(table.timed(order))} of {len(order)} cuts timed: they save enough for the target")
+            why = "the search's share of the time budget is spent" if run.search_over() else \
+                "they save enough for the target"
+            say(run.quiet, f"{len(table.timed(order))} of {len(order)} cuts timed: {why}")
     if target is None:
         return table, None
     with run.stages("latency table"):
