@@ -17,12 +17,12 @@ class AccuracyFloorMissed(TargetUnreachable):
     """The model that meets the goal loses more top-1 accuracy than the user allows (--max-accuracy-drop).
 
     `points` are what was measured on each side (graphopt/frontier.py: latency ratio, estimated loss); `best` is
-    the fastest model inside the floor that can be handed back instead (INT8 alone), or None; `kept` the path it
-    was written to (--keep-best), or None."""
+    the fastest model inside the floor that can be handed back instead (INT8 alone, or the result with cuts given
+    back), or None, and `best_label` what it is; `kept` the path it was written to (--keep-best), or None."""
 
-    def __init__(self, message: str, points: list, best=None, kept: str | None = None):
+    def __init__(self, message: str, points: list, best=None, kept: str | None = None, best_label: str | None = None):
         super().__init__(message)
-        self.points, self.best, self.kept = points, best, kept
+        self.points, self.best, self.kept, self.best_label = points, best, kept, best_label
 
     @property
     def frontier(self) -> list[dict]:

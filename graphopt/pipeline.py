@@ -28,7 +28,7 @@ from pathlib import Path
 import onnx
 
 from graphopt.errors import AccuracyFloorMissed, GraphoptError
-from graphopt.frontier import INT8_ALONE
+from graphopt.frontier import best_inside
 from graphopt.model_io import save_model
 from graphopt.paths import check_outputs
 from graphopt.runtime import LatencyBackend
@@ -89,9 +89,10 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         table, target = build_table(run, ranking)
         ranking, outcome = cut_and_recover(run, table, target, ranking)
     try:
-        quality, frontier = check_floor(run, outcome, table.start if table is not None else None)
+        quality, frontier, outcome = check_floor(run, outcome, table.start if table is not None else None,
+                                                 ranking.errors if ranking is not None else None, target)
     except AccuracyFloorMissed as missed:
-        _hand_back_best(missed, output, settings.keep_best)
+        _hand_back_best(missed, output, settings.keep_best, settings.max_accuracy_drop)
         _draw(plot, missed.points, settings.max_accuracy_drop, target)
         raise
     _draw(plot, frontier, settings.max_accuracy_drop, target)
@@ -111,7 +112,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     return AccelerateResult(outcome.model, report)
 
 
-def _hand_back_best(missed: AccuracyFloorMissed, output, keep: bool) -> None:
+def _hand_back_best(missed: AccuracyFloorMissed, output, keep: bool, floor: float) -> None:
     """With --keep-best, the fastest model inside the floor written to `output` (the run still exits 3)."""
     if not keep or output is None:
         return
@@ -121,9 +122,10 @@ def _hand_back_best(missed: AccuracyFloorMissed, output, keep: bool) -> None:
         return
     save_model(missed.best, output)
     missed.kept = str(output)
+    best = best_inside(missed.points, floor)
     for point in missed.points:
-        point.chosen = point.model == INT8_ALONE
-    missed.args = (f"{missed}; --keep-best: INT8 alone written to {output}",)
+        point.chosen = point is best
+    missed.args = (f"{missed}; --keep-best: {missed.best_label} written to {output}",)
 
 
 def _draw(plot, points, floor: float | None, target: float | None) -> None:

@@ -149,7 +149,7 @@ def test_the_frontier_shows_each_side_and_keep_best_hands_back_int8_alone(confid
     code, report = _accelerate(confident, tiny[1], tmp_path, "--precision", "int8", "--max-accuracy-drop",
                                f"{floor:.6f}", "--keep-best", "--plot", tmp_path / "frontier.png")
     err = capsys.readouterr().err
-    assert code == 3 and "--keep-best: INT8 alone written to" in err, err
+    assert code == 3 and "--keep-best: int8 alone written to" in err, err
     assert report["output"] == str(tmp_path / "out.onnx")
     assert [row["model"] for row in report["frontier"] if row["chosen"]] == ["int8 alone"]
     kept = onnx.load(str(tmp_path / "out.onnx"))

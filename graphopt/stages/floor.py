@@ -13,29 +13,46 @@ from graphopt.errors import AccuracyFloorMissed
 from graphopt.frontier import INT8_ALONE, ORIGINAL, RESULT, Point, best_inside, plan_points
 from graphopt.quality import DropEstimate, expected_drop, labelled_drop
 from graphopt.settings import KL_VIEWS, USEFUL_RECOVERY_STEPS
+from graphopt.stages.giveback import give_back
 from graphopt.stages.report import recovery_steps
 from graphopt.stages.state import Outcome, Run
 from graphopt.target import TargetCheck
 from graphopt.verify import accuracy_drop
 
 
-def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None) -> tuple[dict, list[Point]]:
-    """The report's `quality` (the floor and the outcome's loss) and the frontier of what was measured. Raises
-    AccuracyFloorMissed, with the frontier and INT8 alone as the best model inside the floor when it is, when the
-    loss's upper bound is over the floor. A model without class scores is not judged (said so)."""
+def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None, errors: dict[str, float] | None = None,
+                target: float | None = None) -> tuple[dict, list[Point], Outcome]:
+    """The report's `quality` (the floor and the loss of what is handed back), the frontier of what was measured,
+    and the outcome to hand back: `outcome`, or, when it is over the floor, the recovered model with its lossiest
+    cuts given back (stages/giveback.py, ordered by `errors`) if one is inside the floor and meets `target`.
+    Raises AccuracyFloorMissed when none is, with the frontier and the fastest model inside the floor (a given-back
+    model or INT8 alone) as `best`. A model without class scores is not judged (said so)."""
     floor = run.settings.max_accuracy_drop
     int8 = run.int8 is not None and outcome.model is not run.int8
     estimate, *others = _losses(run, [outcome.model, *([run.int8] if int8 else [])])
     record = {"floor_points": floor, "estimate": None if estimate is None else estimate.to_dict(),
               "judged_on": _judged_on(run), "judged": floor is not None and estimate is not None,
-              "met": None if floor is None or estimate is None else estimate.within(floor)}
+              "met": None if floor is None or estimate is None else estimate.within(floor), "given_back": []}
     if estimate is None:
         record["note"] = "the model's first output is not class scores: top-1 loss cannot be estimated"
     points = _frontier(run, outcome, estimate, int8_ratio, others[0] if others else None)
     if not record["judged"] or record["met"]:
-        return record, points
-    points[-1].chosen = False  # nothing is handed back, unless --keep-best hands back `best`
+        return record, points, outcome
+    points[-1].chosen = False  # not handed back: over the floor
+    # with --drop or --blocks the user named the cuts: none is given back
+    returned = [] if target is None else give_back(run, outcome, errors or {}, floor, target,
+                                                   lambda model: _losses(run, [model])[0])
+    points += [trial.point for trial in returned]
+    kept = {id(trial.point): trial.outcome.model for trial in returned}
+    landed = next((trial for trial in returned if trial.point.inside(floor) and trial.met), None)
+    if landed is not None:
+        landed.point.chosen = True
+        given = [a.id for a in outcome.selection.actions if a not in landed.outcome.selection.actions]
+        return {**record, "estimate": landed.point.estimate.to_dict(), "met": True, "given_back": given,
+                "over_floor_before": estimate.to_dict()}, points, landed.outcome
     best = best_inside(points, floor)
+    if best is not None and best.model == INT8_ALONE:
+        kept[id(best)] = run.int8
     alternative = "" if best is None else (f"; {best.model} (ratio {best.ratio:.3f}) loses {best.estimate.points:.2f} "
                                            f"(upper bound {best.estimate.upper:.2f}), inside the floor: --keep-best "
                                            f"writes it")
@@ -43,9 +60,17 @@ def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None) -> tuple[d
         f"the model that meets the goal (measured ratio {_ratio(outcome):.3f}) loses "
         f"{'' if estimate.labelled else 'an estimated '}{estimate.points:.2f} points of top-1 (95% upper bound "
         f"{estimate.upper:.2f}, {estimate.images} {record['judged_on']}), over --max-accuracy-drop {floor:g}"
-        f"{alternative}{_under_recovered(outcome)}; ask for less speed, give more calibration images (or --eval "
-        f"images to judge on), or pass --max-accuracy-drop none to accept it", points,
-        best=run.int8 if best is not None and best.model == INT8_ALONE else None)
+        f"{_given_back(returned)}{alternative}{_under_recovered(outcome)}; ask for less speed, give more calibration "
+        f"images (or --eval images to judge on), or pass --max-accuracy-drop none to accept it", points,
+        best=None if best is None else kept.get(id(best)), best_label=None if best is None else best.model)
+
+
+def _given_back(returned: list) -> str:
+    if not returned:
+        return ""
+    last = returned[-1].point
+    return (f"; with {len(returned)} cut(s) given back after recovery, {last.ratio:.3f} and "
+            f"{last.estimate.points:.2f} points (bound {last.estimate.upper:.2f})" if last.estimate else "")
 
 
 def _frontier(run: Run, outcome: Outcome, estimate: DropEstimate | None, int8_ratio: float | None,
