@@ -200,3 +200,22 @@ def _known_dims(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
         if value.type.tensor_type.HasField("shape"):
             dims[name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim)
     return dims
+
+
+def tensorrt_batches(calibration: CalibrationSet, batch_size: int = DEFAULT_FEED_BATCH):
+    """The calibration set as TensorRT's INT8 calibration takes it (graphopt/runtime/trt_calibration.py): equal-sized,
+    C-contiguous batches in the input's dtype that cover every sample.
+
+    TensorRT calibrates a dynamic-batch network at one fixed shape (the calibration profile), so a short last
+    batch is topped up with the first samples instead of being dropped: a tiny set cannot spare any. A model
+    with a fixed batch gets the set's own full batches of that size.
+    """
+    from graphopt.runtime.trt_calibration import CalibrationBatches
+    if batch_size < 1:
+        raise GraphoptError(f"calibration batch size must be positive, got {batch_size}")
+    size = calibration.fixed_batch or min(batch_size, len(calibration))
+    batches = [np.ascontiguousarray(feed[calibration.input_name]) for feed in calibration.feeds(size)]
+    short = size - len(batches[-1])
+    if short:
+        batches[-1] = np.ascontiguousarray(np.concatenate([batches[-1], batches[0][:short]]))
+    return CalibrationBatches(calibration.input_name, tuple(batches), calibration.fingerprint())

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from graphopt import __version__
+from graphopt.version import __version__
 from graphopt.bounds import check_threads
 from graphopt.errors import GraphoptError, TargetUnreachable
 from graphopt.runtime.base import TimingSettings
@@ -64,7 +64,7 @@ def _input_shapes(args: argparse.Namespace, models: list[onnx.ModelProto]) -> di
 
 def backend_from_args(args: argparse.Namespace, models: list[onnx.ModelProto], calibration=None):
     """The latency backend the options ask for; `models` are the ones it will time (to check --input-shape)."""
-    from graphopt.precision import Int8Timing, quantizes_graph
+    from graphopt.precision import Int8Timing, quantizes_graph, runtime_calibration
     from graphopt.runtime import TimingSettings, get_backend
     check_threads(args.threads)
     settings = TimingSettings(batch=args.batch, warmup=args.warmup, repeats=args.repeats,
@@ -73,7 +73,7 @@ def backend_from_args(args: argparse.Namespace, models: list[onnx.ModelProto], c
     settings.check()
     precision = args.precision or "fp32"
     backend = get_backend(args.runtime, settings, threads=args.threads, precision=precision,
-                          calibration=calibration)
+                          calibration=runtime_calibration(args.runtime, precision, calibration))
     if not quantizes_graph(args.runtime, precision):
         return backend
     if calibration is None:

@@ -26,6 +26,15 @@ def quantizes_graph(runtime: str, precision: str) -> bool:
                         f"on the CPU (QDQ graphs), TensorRT serves fp16 and int8 from its own builder")
 
 
+def runtime_calibration(runtime: str, precision: str, calibration):
+    """What the runtime's own INT8 calibration is fed from the calibration set: TensorRT's batches at int8, else
+    nothing (onnxruntime's INT8 is written into the graph from the set itself, by `Int8Timing` and the result)."""
+    if runtime != "tensorrt" or precision != "int8" or calibration is None:
+        return None
+    from graphopt.calibration.dataset import tensorrt_batches
+    return tensorrt_batches(calibration)
+
+
 class Int8Timing(LatencyBackend):
     """Times the INT8 form of each model it is given, except `reference` (the original as the user gave it, if
     any), which is timed as it is: every ratio is then a ratio to the original, and `--target-latency` keeps its

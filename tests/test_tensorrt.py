@@ -14,7 +14,8 @@ from onnx import helper
 from PIL import Image
 
 from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.int8 import calibration_batches, calibration_cache_file
+from graphopt.calibration.dataset import tensorrt_batches
+from graphopt.runtime.trt_calibration import calibration_cache_file
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
 from graphopt.runtime import TimingSettings, get_backend
@@ -134,28 +135,30 @@ def test_profile_keeps_static_and_user_given_shapes_fixed(models):
 def test_calibration_batches_are_equal_contiguous_and_cover_every_image(images, models):
     calib = load_calibration(images, models["dynamic"], norm="unit", resize="direct")
     expected = calib.tensors().numpy()
-    batches = calibration_batches(calib, 2)
+    made = tensorrt_batches(calib, 2)
+    batches = made.batches
+    assert made.input_name == calib.input_name and made.fingerprint == calib.fingerprint()
     assert [b.shape for b in batches] == [(2, 3, 32, 32)] * 3
     assert all(b.dtype == np.float32 and b.flags["C_CONTIGUOUS"] for b in batches)
     np.testing.assert_array_equal(np.concatenate(batches)[:5], expected)
     np.testing.assert_array_equal(batches[-1][1], expected[0])  # the short last batch wraps round
-    whole = calibration_batches(calib, 16)
+    whole = tensorrt_batches(calib, 16).batches
     assert len(whole) == 1
     np.testing.assert_array_equal(whole[0], expected)
 
 
 def test_calibration_batches_of_a_fixed_batch_model_use_its_batch(images, models):
     calib = load_calibration(images, models["static"], norm="unit", resize="direct")
-    batches = calibration_batches(calib, 16)
+    batches = tensorrt_batches(calib, 16).batches
     assert [b.shape for b in batches] == [(2, 3, 32, 32)] * 2
     np.testing.assert_array_equal(np.concatenate(batches), calib.tensors(4).numpy())
     with pytest.raises(GraphoptError, match="batch size must be positive"):
-        calibration_batches(calib, 0)
+        tensorrt_batches(calib, 0)
 
 
 def test_calibration_cache_file_changes_with_model_set_and_version(images, models, tmp_path):
-    calib = load_calibration(images, models["dynamic"], norm="unit", resize="direct")
-    first, _ = calib.split(0.4)
+    loaded = load_calibration(images, models["dynamic"], norm="unit", resize="direct")
+    calib, first = tensorrt_batches(loaded), tensorrt_batches(loaded.split(0.4)[0])
     name = calibration_cache_file(tmp_path, models["dynamic"], calib, "10.3.0")
     assert name == calibration_cache_file(tmp_path, onnx.load_from_string(models["dynamic"].SerializeToString()),
                                           calib, "10.3.0")
@@ -228,7 +231,7 @@ def test_fp16_engine_stays_close_to_fp32(trt, models):
 def test_int8_calibrates_from_the_images_and_keeps_the_scales(trt, models, images, tmp_path):
     from graphopt.runtime.tensorrt import TensorRTBackend
     calib = load_calibration(images, models["dynamic"], norm="unit", resize="direct")
-    backend = TensorRTBackend(TimingSettings(batch=4), precision="int8", calibration=calib,
+    backend = TensorRTBackend(TimingSettings(batch=4), precision="int8", calibration=tensorrt_batches(calib),
                               calibration_cache=tmp_path)
     backend.build_engine(models["dynamic"])
     written = list(tmp_path.glob("*.calib"))
@@ -239,17 +242,17 @@ def test_int8_calibrates_from_the_images_and_keeps_the_scales(trt, models, image
 
 
 def test_entropy_calibrator_serves_every_batch_then_stops(trt, models, images, tmp_path):
-    from graphopt.calibration.int8 import entropy_calibrator
-    calib = load_calibration(images, models["dynamic"], norm="unit", resize="direct")
+    from graphopt.runtime.trt_calibration import entropy_calibrator
+    calib = tensorrt_batches(load_calibration(images, models["dynamic"], norm="unit", resize="direct"), 2)
     cache = tmp_path / "scales.calib"
-    calibrator = entropy_calibrator(calib, 2, cache)
+    calibrator = entropy_calibrator(calib, cache)
     assert isinstance(calibrator, trt.IInt8EntropyCalibrator2)
     assert calibrator.get_batch_size() == 2 and calibrator.read_calibration_cache() is None
     served = []
     while (pointers := calibrator.get_batch(["pixels"])) is not None:
         assert len(pointers) == 1 and pointers[0] != 0
         served.append(calibrator._device.cpu().numpy())
-    np.testing.assert_array_equal(np.concatenate(served), np.concatenate(calibration_batches(calib, 2)))
+    np.testing.assert_array_equal(np.concatenate(served), np.concatenate(calib.batches))
     calibrator.write_calibration_cache(b"scales")
     assert calibrator.read_calibration_cache() == b"scales" == cache.read_bytes()
 

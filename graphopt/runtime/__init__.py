@@ -9,7 +9,8 @@ RUNTIMES = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt
 
 def get_backend(runtime: str = "onnxruntime", settings: TimingSettings | None = None, threads: int | None = None,
                 precision: str = "fp32", calibration=None) -> LatencyBackend:
-    """Build the backend named `runtime` (see RUNTIMES)."""
+    """Build the backend named `runtime` (see RUNTIMES); `calibration` (trt_calibration.CalibrationBatches) feeds
+    TensorRT's INT8 calibration."""
     if runtime in ("onnxruntime", "onnxruntime-cpu"):
         from graphopt.runtime.onnxrt import OnnxRuntimeBackend
         return OnnxRuntimeBackend(settings, threads=threads)

@@ -11,11 +11,10 @@ import numpy as np
 import onnx
 
 from graphopt.atomic import write_atomic
-from graphopt.calibration.dataset import DEFAULT_FEED_BATCH, CalibrationSet
-from graphopt.calibration.int8 import calibration_cache_file, entropy_calibrator
 from graphopt.errors import GraphoptError, first_line
 from graphopt.runtime.base import LatencyBackend, Runner, TimingSettings
 from graphopt.runtime.inputs import input_shape, random_inputs, runtime_inputs
+from graphopt.runtime.trt_calibration import CalibrationBatches, calibration_cache_file, entropy_calibrator
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ class TensorRTBackend(LatencyBackend):
     name = "tensorrt"
 
     def __init__(self, settings: TimingSettings | None = None, precision: str = "fp32",
-                 calibration: CalibrationSet | None = None, timing_cache: Path | None = None,
+                 calibration: CalibrationBatches | None = None, timing_cache: Path | None = None,
                  workspace_mb: int | None = None, calibration_cache: Path | None = None):
         super().__init__(settings)
         if precision not in PRECISIONS:
@@ -228,7 +227,7 @@ class TensorRTBackend(LatencyBackend):
                                 f"{', '.join(shapes) or 'none'}")
         cache = (calibration_cache_file(self.calibration_cache, model, self.calibration, self.trt.__version__)
                  if self.calibration_cache else None)
-        calibrator = entropy_calibrator(self.calibration, DEFAULT_FEED_BATCH, cache)
+        calibrator = entropy_calibrator(self.calibration, cache)
         config.int8_calibrator = calibrator
         if dynamic:
             profile = self._builder.create_optimization_profile()

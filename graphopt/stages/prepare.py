@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from graphopt.methods import Planner
 from graphopt.methods.blocks import block_actions
-from graphopt.precision import Int8Timing, quantizes_graph
+from graphopt.precision import Int8Timing, quantizes_graph, runtime_calibration
 from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
 from graphopt.settings import AccelerateSettings
 from graphopt.stages.discover import discover
@@ -24,7 +24,9 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
                             input_shapes=loaded.input_shapes, noise_threshold=settings.noise_threshold,
                             max_seconds=settings.max_timing_seconds)
     backend = backend or get_backend(settings.runtime, timing, threads=settings.threads or None,
-                                     precision=settings.serving_precision, calibration=loaded.calibration)
+                                     precision=settings.serving_precision,
+                                     calibration=runtime_calibration(settings.runtime, settings.serving_precision,
+                                                                     loaded.calibration))
     int8 = None
     if quantize:
         from graphopt.calibration.quantize import quantize_int8

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graphopt import __version__
+from graphopt.version import __version__
 from graphopt.blocks import Block
 from graphopt.cache import ScoreCache, cache_key, default_dir
 from graphopt.errors import GraphoptError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from graphopt import __version__
+from graphopt.version import __version__
 from graphopt.machine import machine, versions
 from graphopt.methods import Action
 from graphopt.runtime import Comparison

@@ -1,38 +1,38 @@
-"""INT8 entropy calibration for TensorRT from graphopt's calibration set, so one small image folder serves both
-block selection and quantisation. Importable without TensorRT: the calibrator class is made on demand."""
+"""TensorRT's INT8 entropy calibration from batches of model inputs, whatever made them: the runtime needs only the
+input's name, equal batches and a fingerprint of the data (`CalibrationBatches`); graphopt's calibration set makes
+them (calibration/dataset.py `tensorrt_batches`), so one small image folder serves both block selection and
+quantisation without the runtime depending on the training side. Importable without TensorRT: the calibrator
+class is made on demand."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from graphopt.calibration.dataset import CalibrationSet
 from graphopt.errors import GraphoptError
 from graphopt.model_io import model_digest
 
 log = logging.getLogger(__name__)
 
 
-def calibration_batches(calibration: CalibrationSet, batch_size: int) -> list[np.ndarray]:
-    """Equal-sized, C-contiguous batches in the input's dtype that cover every sample.
+@dataclass(frozen=True)
+class CalibrationBatches:
+    """Equal-sized, C-contiguous batches of the input named `input_name`, covering every sample; `fingerprint`
+    names the data (the cache of scales is kept per model, data and TensorRT version)."""
 
-    TensorRT calibrates a dynamic-batch network at one fixed shape (the calibration profile), so a short last
-    batch is topped up with the first samples instead of being dropped: a tiny set cannot spare any. A model
-    with a fixed batch gets the set's own full batches of that size.
-    """
-    if batch_size < 1:
-        raise GraphoptError(f"calibration batch size must be positive, got {batch_size}")
-    size = calibration.fixed_batch or min(batch_size, len(calibration))
-    batches = [np.ascontiguousarray(feed[calibration.input_name]) for feed in calibration.feeds(size)]
-    short = size - len(batches[-1])
-    if short:
-        batches[-1] = np.ascontiguousarray(np.concatenate([batches[-1], batches[0][:short]]))
-    return batches
+    input_name: str
+    batches: tuple[np.ndarray, ...]
+    fingerprint: str
+
+    def __post_init__(self):
+        if not self.batches or len({b.shape for b in self.batches}) != 1:
+            raise GraphoptError("TensorRT calibration needs at least one batch, all of one shape")
 
 
-def calibration_cache_file(folder: Path, model: onnx.ModelProto, calibration: CalibrationSet,
+def calibration_cache_file(folder: Path, model: onnx.ModelProto, calibration: CalibrationBatches,
                            tensorrt_version: str) -> Path:
     """Where the scales of this model, calibrated on this set by this TensorRT, are kept.
 
@@ -40,11 +40,11 @@ def calibration_cache_file(folder: Path, model: onnx.ModelProto, calibration: Ca
     it, so the name carries the model's hash, the set's fingerprint and the TensorRT version.
     """
     model_hash = model_digest(model)[:16]
-    return Path(folder) / f"{model_hash}-{calibration.fingerprint()[:16]}-trt{tensorrt_version}.calib"
+    return Path(folder) / f"{model_hash}-{calibration.fingerprint[:16]}-trt{tensorrt_version}.calib"
 
 
-def entropy_calibrator(calibration: CalibrationSet, batch_size: int, cache_path: Path | None = None):
-    """A `tensorrt.IInt8EntropyCalibrator2` over `calibration_batches(calibration, batch_size)`.
+def entropy_calibrator(calibration: CalibrationBatches, cache_path: Path | None = None):
+    """A `tensorrt.IInt8EntropyCalibrator2` over `calibration.batches`.
 
     With `cache_path`, scales are read from that file when it exists (calibration is skipped) and written there
     after calibrating. Device memory is one batch, reused.
@@ -55,7 +55,7 @@ def entropy_calibrator(calibration: CalibrationSet, batch_size: int, cache_path:
     from graphopt.runtime.tensorrt import import_tensorrt
 
     trt = import_tensorrt()
-    batches = calibration_batches(calibration, batch_size)
+    batches = calibration.batches
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
