@@ -21,7 +21,6 @@ class MimicSettings:
     patience: int = 4
     seed: int = 0
     seconds: float | None = None  # wall-time cap (the run's time budget share); training ends at whichever comes first
-    mixup: bool = False  # each epoch also sees pairs of calibration images blended (teacher and student alike)
 
 
 @dataclass

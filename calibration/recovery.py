@@ -8,7 +8,7 @@ mode). Each epoch sees a fresh seeded augmentation of the calibration images.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import onnx
 import torch
@@ -26,7 +26,6 @@ class Recovered:
     result: MimicResult
     student: Student
     lr: float
-    local: list = field(default_factory=list)  # LocalResult of each stretch reconstructed before, if any
 
 
 def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, cuts: list[str], features: list[str],
@@ -82,23 +81,11 @@ def student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: li
 
 def epochs(teacher: Teacher, train: CalibrationSet, cut: str, features: list[str],
             settings: MimicSettings) -> Iterator[Batch]:
-    """Minibatches over a freshly augmented copy of the calibration images each epoch (with `settings.mixup`, plus
-    as many blends of random pairs of them)."""
+    """Minibatches over a freshly augmented copy of the calibration images each epoch."""
     generator = torch.Generator().manual_seed(settings.seed)
     while True:
         images = train.augmented(generator)
-        if settings.mixup:
-            images = torch.cat([images, blends(images, generator)])
         inputs, targets = student_batch(teacher, images, cut, features)
         batches = minibatches(inputs, targets, settings.batch_size, generator)
         for _ in range(max(1, -(-len(inputs) // settings.batch_size))):
             yield next(batches)
-
-
-def blends(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image mixed with another drawn at random, in a uniform random proportion: inputs between the
-    calibration images, where a student taught only on the images themselves is free to differ from its teacher
-    ("function matching", Beyer et al. 2022). Teacher and student both see the blend."""
-    partner = torch.randperm(len(images), generator=generator)
-    weight = torch.rand(len(images), *([1] * (images.dim() - 1)), generator=generator)
-    return weight * images + (1 - weight) * images[partner]

@@ -76,9 +76,7 @@ class AccelerateSettings:
     recover_iterations: int = 250
     int8_recovery: bool = True  # with --precision int8: fine-tune weights through INT8 rounding before quantizing
     recover_from_input: bool = False  # recovery trains the weights before the first dropped block too
-    mixup: bool = False  # recovery also trains on blends of pairs of calibration images
     match_logits: bool = False  # recovery also matches the original's class scores, not only its features
-    local_share: float = 0.0  # of recovery's time, for reconstructing each changed stretch alone first
     lr: float | None = None  # recovery's Adam rate; None: probe LR_CANDIDATES and keep the best on held-out images
     batch_size: int = 16  # images per training step; cost follows images seen (batch x steps), measured
     preprocess: dict = field(default_factory=dict)  # size, norm, mean, std, bgr, resize
@@ -155,7 +153,6 @@ def check_settings(settings: AccelerateSettings) -> None:
     check_range("--time-budget", settings.time_budget, "number of minutes", 0, MAX_BUDGET_MINUTES, low_open=True)
     if settings.lr is not None:
         check_range("--lr", settings.lr, "learning rate", 0, 1, low_open=True)
-    check_range("local_share", settings.local_share, "share of recovery's time", 0, 1, high_open=True)
     if settings.scoring not in SCORING:
         raise GraphoptError(f"--scoring must be one of {', '.join(SCORING)} (got {settings.scoring})")
     if settings.importance not in IMPORTANCE:

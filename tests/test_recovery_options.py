@@ -2,26 +2,16 @@
 (docs/studies/recovery_choices.md): they must still do what they say."""
 import numpy as np
 import onnx
-import torch
 from onnx import numpy_helper
 
 from graphopt.blocks import find_blocks
 from graphopt.calibration.dataset import load_calibration
 from graphopt.calibration.mimic import MimicSettings
-from graphopt.calibration.recovery import blends, recover
+from graphopt.calibration.recovery import recover
 from graphopt.features import feature_tensors
 from graphopt.methods import Planner
 from graphopt.methods.blocks import block_actions
 from graphopt.passes import drop_blocks
-
-
-def test_blends_are_seeded_convex_mixes_of_pairs():
-    images = torch.rand(6, 3, 4, 4)
-    mixed = blends(images, torch.Generator().manual_seed(0))
-    assert torch.equal(mixed, blends(images, torch.Generator().manual_seed(0)))
-    assert mixed.shape == images.shape and not torch.equal(mixed, images)
-    low, high = images.min(0).values, images.max(0).values
-    assert bool(((mixed >= low - 1e-6) & (mixed <= high + 1e-6)).all())  # between the images, never outside
 
 
 def _recover(tiny, **options):
@@ -33,8 +23,7 @@ def _recover(tiny, **options):
     train, held = load_calibration(images, original).split(0.25)
     cuts = Planner(original, blocks).cuts(block_actions(dropped))
     recovered = recover(original, pruned, cuts, feature_tensors(original), train, held.tensors(),
-                        MimicSettings(6, batch_size=4, lr=1e-3, **options.pop("mimic", {})), threads=1, quiet=True,
-                        **options)
+                        MimicSettings(6, batch_size=4, lr=1e-3), threads=1, quiet=True, **options)
     before = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
     changed = {t.name for t in recovered.model.graph.initializer
                if not np.array_equal(numpy_helper.to_array(t), before[t.name])}
@@ -53,8 +42,8 @@ def test_recovery_from_the_input_trains_the_weights_before_the_gap(tiny):
     assert everything.result.error_after <= everything.result.error_before
 
 
-def test_mixup_and_logits_recover_without_touching_the_head(tiny):
-    recovered, changed, _ = _recover(tiny, logits="logits", mimic={"mixup": True})
+def test_logits_recover_without_touching_the_head(tiny):
+    recovered, changed, _ = _recover(tiny, logits="logits")
     head = {n.input[1] for n in recovered.model.graph.node if n.op_type == "Gemm"}
     assert head and not head & changed and changed
     assert recovered.result.error_after <= recovered.result.error_before

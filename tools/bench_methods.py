@@ -34,7 +34,6 @@ VARIANTS = {
     "filters-dagger": {"methods": ["filters"], "importance": "dagger"},
     "joint": {"methods": ["blocks", "filters"], "importance": "taylor"},
     "joint-logits": {"methods": ["blocks", "filters"], "importance": "taylor", "match_logits": True},
-    "joint-mixup": {"methods": ["blocks", "filters"], "importance": "taylor", "mixup": True},
     "blocks-recoverability": {"methods": ["blocks"], "scoring": "recoverability"},
     "joint-recoverability": {"methods": ["blocks", "filters"], "importance": "taylor", "scoring": "recoverability"},
     "joint-l1": {"methods": ["blocks", "filters"], "importance": "l1"},

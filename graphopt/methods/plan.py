@@ -102,30 +102,6 @@ class Planner:
         earlier = [b.skip for b in self.blocks if index[b.join] < first][::-1]
         return list(dict.fromkeys([start, *earlier, runtime_inputs(self.model)[0].name]))
 
-    def regions(self, actions: list[Action]) -> list[tuple[str, str]]:
-        """(start, end) tensors of each stretch of the graph the plan changes, for local reconstruction: a stretch
-        begins where its first change begins (as in `cuts`) and ends at the output of the first kept block after
-        its last change, a tensor the original computes too, with the same channels. Stretches that reach into
-        each other merge. A stretch with no such output after it (a change in the last block, or beside a pruned
-        residual stream) has no region: global recovery covers it."""
-        index = {node_label(n, i): i for i, n in enumerate(self.model.graph.node)}
-        plan = self.normalise(actions)
-        changed = self._pruned_tensors(plan)
-        dropped = {a.target for a in plan if a.method == "blocks"}
-        ends = sorted((index[b.join], b.output) for b in self.blocks if b.id not in dropped and b.output not in changed)
-
-        def end_after(last: int) -> tuple[int, str | None]:
-            return next(((i, name) for i, name in ends if i > last), (len(index), None))
-
-        stretches: list[list] = []  # [first changed node, start tensor, last changed node]
-        for first, start, last in sorted((*self._start(a, index), self._last(a, index)) for a in plan):
-            if stretches and first <= end_after(stretches[-1][2])[0]:
-                stretches[-1][2] = max(stretches[-1][2], last)
-            else:
-                stretches.append([first, start, last])
-        regions = [(start, end_after(last)[1]) for _, start, last in stretches]
-        return [(start, end) for start, end in regions if end is not None and start not in changed]
-
     def _last(self, action: Action, index: dict[str, int]) -> int:
         """Index of the last node the action changes (a block's join, a split node, a pruned group's last
         consumer)."""

@@ -2,7 +2,6 @@
 recovery, verification, and the final check against the target (adding the next cut after a confirmed miss)."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 from graphopt.errors import TargetUnreachable
 from graphopt.features import class_scores
@@ -98,9 +97,8 @@ def _recover_until_met(run: Run, table, selection: Selection, target: float | No
 
 
 def _recover(run: Run, plan: list[Action]):
-    """The plan applied, consumers of pruned channels refit in closed form, each changed stretch reconstructed
-    on its own, then distillation recovery of everything after the first change."""
-    from graphopt.calibration.local import reconstruct
+    """The plan applied, consumers of pruned channels refit in closed form, then distillation recovery of
+    everything after the first change."""
     from graphopt.calibration.mimic import MimicSettings
     from graphopt.calibration.recovery import recover
     settings = run.settings
@@ -113,21 +111,10 @@ def _recover(run: Run, plan: list[Action]):
     share = INT8_RECOVERY_SHARE if run.int8 is not None and settings.int8_recovery else 0.0
     # each learning-rate probe takes a tenth; INT8 recovery, when it follows, keeps its share of what is left
     seconds = (1 - share) * run.seconds_left(FINAL_RESERVE) / (1 + len(probes) / 10)
-    regions = run.planner.regions(plan) if settings.local_share else []
-    local_seconds = settings.local_share * seconds if regions else 0.0
-    say(run.quiet, f"recovering for up to {seconds:.0f} s ({settings.recover_iterations} steps at most)"
-                   + (f", {local_seconds:.0f} s of it on {len(regions)} stretch(es) alone" if regions else ""))
+    say(run.quiet, f"recovering for up to {seconds:.0f} s ({settings.recover_iterations} steps at most)")
     mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
-                                   settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds - local_seconds,
-                                   mixup=settings.mixup)
-    local = []
-    if regions:
-        pruned, local = reconstruct(run.original, pruned, regions, run.train, run.held.tensors(),
-                                    replace(mimic_settings, seconds=local_seconds), settings.threads, run.quiet,
-                                    lr_candidates=probes)
-    recovered = recover(run.original, pruned, run.planner.cuts(plan), run.features, run.train, run.held.tensors(),
-                        mimic_settings, settings.threads, run.quiet, lr_candidates=probes,
-                        logits=class_scores(run.original, run.features) if settings.match_logits else None,
-                        from_input=settings.recover_from_input)
-    recovered.local = local
-    return recovered
+                                   settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds)
+    return recover(run.original, pruned, run.planner.cuts(plan), run.features, run.train, run.held.tensors(),
+                   mimic_settings, settings.threads, run.quiet, lr_candidates=probes,
+                   logits=class_scores(run.original, run.features) if settings.match_logits else None,
+                   from_input=settings.recover_from_input)

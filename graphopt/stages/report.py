@@ -90,8 +90,7 @@ def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outco
         target=check.to_dict() if check else None, latency=latency.to_dict(),
         feature_error=None if recovered is None else {
             "before_recovery": recovered.result.error_before, "after_recovery": recovered.result.error_after,
-            "steps": recovered.result.steps, "lr": recovered.lr,
-            "local": [stretch.to_dict() for stretch in recovered.local]},
+            "steps": recovered.result.steps, "lr": recovered.lr},
         int8_recovery=outcome.int8_recovery, agreement_top1=outcome.agreement,
         rows=_rows(run, table, outcome, latency))
 
