@@ -235,6 +235,7 @@ def _write_failure_report(path: Path, model: Path, settings: AccelerateSettings,
     from graphopt.report import write_json
     write_json({"graphopt": __version__, "status": "target not met", "exit_code": exc.exit_code, "error": str(exc),
                 "model": str(model), "output": getattr(exc, "kept", None), "frontier": getattr(exc, "frontier", None),
+                "seconds": getattr(exc, "seconds", None), "budget": getattr(exc, "budget", None),
                 "settings": asdict(settings), "versions": versions(), "machine": machine()}, path)
 
 

@@ -23,6 +23,8 @@ class AccuracyFloorMissed(TargetUnreachable):
     def __init__(self, message: str, points: list, best=None, kept: str | None = None, best_label: str | None = None):
         super().__init__(message)
         self.points, self.best, self.kept, self.best_label = points, best, kept, best_label
+        self.seconds: dict[str, float] = {}  # wall time per stage, and the budget's split, when the run got that far
+        self.budget: dict = {}
 
     @property
     def frontier(self) -> list[dict]:

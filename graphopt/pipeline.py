@@ -94,6 +94,8 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     except AccuracyFloorMissed as missed:
         _hand_back_best(missed, output, settings.keep_best, settings.max_accuracy_drop)
         _draw(plot, missed.points, settings.max_accuracy_drop, target)
+        missed.seconds = dict(run.stages.seconds)  # where the run's time went, for the failure report
+        missed.budget = budget_split(run, outcome, run.stages.seconds)
         raise
     _draw(plot, frontier, settings.max_accuracy_drop, target)
     if output is not None:

@@ -67,6 +67,7 @@ def test_a_result_over_the_floor_is_not_handed_back(confident, tiny, tmp_path, c
     assert not (tmp_path / "out.onnx").exists() and report["status"] == "target not met"
     sides = {row["model"]: row for row in report["frontier"]}
     assert sides["original"]["estimate"]["points"] == 0
+    assert report["seconds"]["recovery"] > 0 and report["budget"]["spent_s"]["recovery"] > 0
     assert sides["graphopt"]["estimate"]["upper"] > 1 and sides["graphopt"]["ratio"] < 1
 
 
