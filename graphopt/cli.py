@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,14 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="ONNX model file")
 
 
-def _add_latency_options(parser: argparse.ArgumentParser) -> None:
+Expert = Callable[[str], str]  # an expert option's help: the text under --help-all, suppressed under --help
+
+
+def _expert_help(everything: bool) -> Expert:
+    return (lambda text: text) if everything else (lambda text: argparse.SUPPRESS)
+
+
+def _add_latency_options(parser: argparse.ArgumentParser, expert: Expert) -> None:
     group = parser.add_argument_group("latency measurement")
     group.add_argument("--runtime", default="onnxruntime",
                        help="onnxruntime (CPU, default), onnxruntime-cuda, onnxruntime-tensorrt or tensorrt")
@@ -36,15 +44,19 @@ def _add_latency_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, default=None,
                        help="threads for the runtime (and for training in accelerate); 0 or unset: the runtime's "
                             "default")
-    group.add_argument("--warmup", type=int, default=TimingSettings.warmup, help="untimed runs before timing")
-    group.add_argument("--repeats", type=int, default=TimingSettings.repeats, help="timed runs per model (at least)")
+    group.add_argument("--warmup", type=int, default=TimingSettings.warmup,
+                       help=expert("untimed runs before timing"))
+    group.add_argument("--repeats", type=int, default=TimingSettings.repeats,
+                       help=expert("timed runs per model (at least)"))
     group.add_argument("--min-seconds", type=float, default=TimingSettings.min_seconds,
-                       help="keep timing until this much timed run time has passed (fast models get more runs)")
+                       help=expert("keep timing until this much timed run time has passed (fast models get more "
+                                   "runs)"))
     group.add_argument("--noise-threshold", type=float, default=TimingSettings.noise_threshold,
-                       help="relative noise of a latency ratio above which timing goes on (default %(default)s)")
+                       help=expert("relative noise of a latency ratio above which timing goes on (default "
+                                   "%(default)s)"))
     group.add_argument("--max-timing-seconds", type=float, default=TimingSettings.max_seconds,
-                       help="cap on the wall time of one measurement while its noise stays above the threshold; a "
-                            "ratio still noisy then is reported as noisy (default %(default)s)")
+                       help=expert("cap on the wall time of one measurement while its noise stays above the "
+                                   "threshold; a ratio still noisy then is reported as noisy (default %(default)s)"))
     _add_input_shape(group)
 
 
@@ -347,44 +359,50 @@ def _size(text: str | None) -> tuple[int, int] | None:
     return (parts[0], parts[-1])
 
 
-def _add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
+def _add_preprocessing_options(parser: argparse.ArgumentParser, expert: Expert) -> None:
     prep = parser.add_argument_group("preprocessing")
     prep.add_argument("--size", help="input size N or HxW (default: from the model's input shape)")
     prep.add_argument("--norm", choices=["imagenet", "tf", "unit"], help="normalisation preset (default imagenet)")
-    prep.add_argument("--mean", type=float, nargs="+", help="explicit per-channel mean")
-    prep.add_argument("--std", type=float, nargs="+", help="explicit per-channel std")
-    prep.add_argument("--bgr", action="store_true", help="the model takes BGR channel order")
+    prep.add_argument("--mean", type=float, nargs="+", help=expert("explicit per-channel mean"))
+    prep.add_argument("--std", type=float, nargs="+", help=expert("explicit per-channel std"))
+    prep.add_argument("--bgr", action="store_true", help=expert("the model takes BGR channel order"))
     prep.add_argument("--resize", choices=["crop", "direct"], help="resize short side + centre crop, or direct")
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
+def _add_training_options(parser: argparse.ArgumentParser, expert: Expert) -> None:
     train = parser.add_argument_group("training")
     defaults = AccelerateSettings()
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--seed", type=int, default=defaults.seed, help="seed of every random choice (default 0)")
     train.add_argument("--holdout", type=float, default=defaults.holdout,
-                       help="fraction of images held out for scoring")
+                       help=expert("fraction of images held out for scoring and the floor"))
     train.add_argument("--time-budget", type=float, default=defaults.time_budget, metavar="MINUTES",
-                       help="wall time for the whole run (default %(default)s); recoverability scoring gets "
-                            f"{round(100 * SCORING_SHARE)}%% of what timing leaves, recovery the rest")
+                       help="wall time for the whole run (default %(default)s): half is kept for recovery, "
+                            "the search stops early rather than eat into it")
     train.add_argument("--score-iterations", type=int, default=defaults.score_iterations,
-                       help="adaptor steps per block (at most)")
+                       help=expert("adaptor steps per block (at most), for --scoring recoverability, which gets "
+                                   f"{round(100 * SCORING_SHARE)}%% of the time left when it starts"))
     train.add_argument("--recover-iterations", type=int, default=defaults.recover_iterations,
-                       help="recovery steps (at most)")
+                       help=expert("recovery steps (at most)"))
     train.add_argument("--match-logits", action="store_true",
-                       help="recovery also matches the original's class scores (relative squared error), not only "
-                            "the features before pooling")
+                       help=expert("recovery also matches the original's class scores (relative squared error), not "
+                                   "only the features before pooling"))
     train.add_argument("--no-int8-recovery", dest="int8_recovery", action="store_false",
-                       help="with --precision int8: quantize by rounding to nearest only, without first fine-tuning "
-                            "the weights through INT8 rounding on the calibration images")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per training step")
+                       help=expert("with --precision int8: quantize by rounding to nearest only, without first "
+                                   "fine-tuning the weights through INT8 rounding on the calibration images"))
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help=expert("images per training step"))
     train.add_argument("--lr", type=float, default=None,
-                       help="recovery learning rate (default: short probes pick from "
-                            f"{', '.join(f'{lr:g}' for lr in LR_CANDIDATES)} by held-out feature error)")
-    train.add_argument("--cache-dir", help="recoverability cache (default ~/.cache/graphopt or $GRAPHOPT_CACHE_DIR)")
-    train.add_argument("--no-cache", action="store_true", help="recompute recoverability scores")
+                       help=expert("recovery learning rate (default: short probes pick from "
+                                   f"{', '.join(f'{lr:g}' for lr in LR_CANDIDATES)} by held-out feature error)"))
+    train.add_argument("--cache-dir", help=expert("recoverability cache (default ~/.cache/graphopt or "
+                                                  "$GRAPHOPT_CACHE_DIR)"))
+    train.add_argument("--no-cache", action="store_true", help=expert("recompute recoverability scores"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(everything: bool = False) -> argparse.ArgumentParser:
+    """The command line; expert options (timing loop, training internals, scoring choices) are listed only with
+    `everything` (`--help-all`), as Polygraphy keeps its everyday options in front."""
+    expert = _expert_help(everything)
     parser = argparse.ArgumentParser(prog="graphopt", description=__doc__)
     parser.add_argument("--version", action="version", version=f"graphopt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -421,22 +439,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="draw what was measured here (PNG): latency ratio against estimated "
                                              "top-1 loss, with the floor, the target and the chosen model marked")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    p.add_argument("--feature-tensor", help="tensor to mimic (default: last feature map before global pooling)")
+    p.add_argument("--help-all", action="help", help="show every option, the expert ones too")
+    p.add_argument("--feature-tensor",
+                   help=expert("tensor to mimic (default: last feature map before global pooling)"))
     p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
                                      "filters (prune channel groups), basis (split convs through fewer bases of their "
                                      "output space); default: blocks,filters")
     p.add_argument("--importance", default=AccelerateSettings.importance, choices=list(IMPORTANCE),
-                   help="which channels a group gives up first: refit (default: those the least-squares refit of "
-                        "their consumers restores best, chosen greedily), first-order Taylor on the calibration "
-                        "images (l1 for models without class scores), smallest L1 weight norm, or Dagger's learned "
-                        "weight-based gates")
+                   help=expert("which channels a group gives up first: refit (default: those the least-squares refit "
+                               "of their consumers restores best, chosen greedily), first-order Taylor on the "
+                               "calibration images (l1 for models without class scores), smallest L1 weight norm, or "
+                               "Dagger's learned weight-based gates"))
     p.add_argument("--scoring", default="auto", choices=["auto", "kl", "recoverability"],
-                   help="what a cut costs: kl (the class scores' divergence from the original's on held-out images, "
-                        "cuts applied without training), recoverability (held-out feature error after adaptor "
-                        "training, PRACTISE), or auto (default: kl for models with class scores)")
-    _add_preprocessing_options(p)
-    _add_training_options(p)
-    _add_latency_options(p)
+                   help=expert("what a cut costs: kl (the class scores' divergence from the original's on held-out "
+                               "images, cuts applied without training), recoverability (held-out feature error after "
+                               "adaptor training, PRACTISE), or auto (default: kl for models with class scores)"))
+    _add_preprocessing_options(p, expert)
+    _add_training_options(p, expert)
+    _add_latency_options(p, expert)
     p.set_defaults(func=cmd_accelerate)
 
     p = sub.add_parser("eval", help="top-1 and top-5 accuracy on labelled images, and agreement with the first model, "
@@ -452,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: the runtime's)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_preprocessing_options(p)
+    _add_preprocessing_options(p, expert)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("blocks", help="list the residual blocks of a model")
@@ -480,13 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", type=Path, help="calibration images for --precision int8 (each model is timed in its "
                                                  "INT8 form on onnxruntime; TensorRT calibrates its engine)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
-    _add_latency_options(p)
+    p.add_argument("--help-all", action="help", help="show every option, the expert ones too")
+    _add_latency_options(p, expert)
     p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    everything = "--help-all" in argv
+    args = build_parser(everything).parse_args(["--help" if a == "--help-all" else a for a in argv])
     with _terminate_as_interrupt():
         try:
             code = args.func(args)

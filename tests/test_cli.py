@@ -92,3 +92,25 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(model_file, monkeypatc
     stream.close()  # the buffered rest goes to /dev/null now, not to the closed pipe
     assert code == 141
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["accelerate", "bench"])
+def test_help_keeps_the_everyday_options_and_help_all_shows_the_expert_ones(command, capsys):
+    from graphopt.cli import main
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    short = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([command, "--help-all"])
+    full = capsys.readouterr().out
+    assert done.value.code == 0 and "--threads" in short and "--threads" in full
+    assert "--noise-threshold" not in short and "--noise-threshold" in full and "--help-all" in short
+    if command == "accelerate":
+        assert "--calib" in short and "--lr" not in short and "--lr " in full and "--scoring" in full
+
+
+def test_an_expert_option_not_listed_under_help_still_works():
+    from graphopt.cli import build_parser
+    args = build_parser().parse_args(["accelerate", "m.onnx", "--calib", "c", "--noise-threshold", "0.05",
+                                      "--lr", "1e-4"])
+    assert args.noise_threshold == 0.05 and args.lr == 1e-4
