@@ -96,7 +96,7 @@ def backend_from_args(args: argparse.Namespace, models: list[onnx.ModelProto], c
 def cmd_blocks(args: argparse.Namespace) -> int:
     from graphopt.blocks import find_blocks
     from graphopt.model_io import load_model
-    from graphopt.report import emit_json, table
+    from graphopt.output import emit_json, table
     from graphopt.shapes import infer_shapes
     model = load_model(args.model)
     blocks = find_blocks(model, infer_shapes(model, input_shapes=_input_shapes(args, [model])))
@@ -118,7 +118,7 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 def cmd_channels(args: argparse.Namespace) -> int:
     from graphopt.channels import find_channel_groups
     from graphopt.model_io import load_model
-    from graphopt.report import emit_json, table
+    from graphopt.output import emit_json, table
     from graphopt.shapes import infer_shapes
     model = load_model(args.model)
     groups = find_channel_groups(model, infer_shapes(model, input_shapes=_input_shapes(args, [model]))).groups
@@ -151,7 +151,7 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from graphopt.model_io import load_model
-    from graphopt.report import emit_json, table
+    from graphopt.output import emit_json, table
     models = [load_model(args.model)] + ([load_model(args.model2)] if args.model2 else [])
     calibration = None
     if args.calib:
@@ -208,7 +208,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         raise
     report = result.report
     if args.report:
-        from graphopt.report import write_json
+        from graphopt.output import write_json
         write_json(report, args.report)
     if not args.quiet:
         _print_summary(report, args.output)
@@ -217,7 +217,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from graphopt.evaluate import evaluate, format_table
-    from graphopt.report import emit_json
+    from graphopt.output import emit_json
     check_threads(args.threads)
     result = evaluate(args.models, args.images, labels=args.labels, classes=args.classes,
                       preprocess=_preprocess_options(args), batch=args.batch, threads=args.threads or None,
@@ -244,7 +244,7 @@ def _write_failure_report(path: Path, model: Path, settings: AccelerateSettings,
     from dataclasses import asdict
 
     from graphopt.machine import machine, versions
-    from graphopt.report import write_json
+    from graphopt.output import write_json
     write_json({"graphopt": __version__, "status": "target not met", "exit_code": exc.exit_code, "error": str(exc),
                 "model": str(model), "output": getattr(exc, "kept", None), "frontier": getattr(exc, "frontier", None),
                 "seconds": getattr(exc, "seconds", None), "budget": getattr(exc, "budget", None),
@@ -253,7 +253,7 @@ def _write_failure_report(path: Path, model: Path, settings: AccelerateSettings,
 
 def _print_summary(report: dict, output: Path) -> None:
     """Every measured attempt (predicted beside measured), the original beside the result, and the figures."""
-    from graphopt.report import table
+    from graphopt.output import table
     attempts = [[", ".join(a["actions"]) or "(none)", a["stage"], a["predicted_ratio"], a["measured_ratio"],
                  a["noise"], "noisy" if a["noisy"] else ""] for a in report["selection"]["attempts"]]
     print(table(["cuts", "stage", "predicted ratio", "measured ratio", "noise ±", ""], attempts))
@@ -288,7 +288,7 @@ def _print_summary(report: dict, output: Path) -> None:
 def _print_frontier(frontier: list[dict], floor: float | None) -> None:
     """Each model measured, its latency ratio and estimated top-1 loss, whether it is inside the floor, and which
     one was handed back."""
-    from graphopt.report import table
+    from graphopt.output import table
 
     def loss(row: dict) -> str:
         estimate = row["estimate"]

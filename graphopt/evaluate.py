@@ -30,7 +30,7 @@ from graphopt.calibration.preprocess import Preprocess, input_dims
 from graphopt.errors import GraphoptError, first_line
 from graphopt.labels import resolve_labels
 from graphopt.model_io import load_model
-from graphopt.report import table
+from graphopt.output import table
 from graphopt.runtime.inputs import input_dtype, runtime_inputs
 from graphopt.runtime.onnxrt import make_session
 

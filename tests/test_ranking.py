@@ -1,9 +1,9 @@
-"""Re-ranking cuts by what they cost together (graphopt/ranking.py), on a made-up plan error with known
+"""Re-ranking cuts by what they cost together (graphopt/stages/rank.py), on a made-up plan error with known
 interactions."""
 from __future__ import annotations
 
 from graphopt.methods import Action
-from graphopt.ranking import rerank_by_plan
+from graphopt.stages.rank import rerank_by_plan
 
 A, B, C, D = (Action("filters", name, 8) for name in "abcd")
 BLOCK = Action("blocks", "layer1.1")

@@ -30,7 +30,7 @@ from graphopt.errors import GraphoptError
 from graphopt.machine import machine, versions
 from graphopt.model_io import load_model
 from graphopt.passes import drop_blocks
-from graphopt.report import emit_json, table
+from graphopt.output import emit_json, table
 from graphopt.runtime import LatencyBackend, LatencyStats, TimingSettings, get_backend
 from tests.zoo import export
 from tools.bench_common import run_cli

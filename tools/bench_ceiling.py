@@ -23,7 +23,7 @@ import torch
 
 from graphopt.calibration.cut_scores import refitter
 from graphopt.machine import cpu_name
-from graphopt.ranking import rerank_by_plan
+from graphopt.stages.rank import rerank_by_plan
 from graphopt.selection import latency_table, predicted_ratio
 from graphopt.settings import IMPORTANCE, AccelerateSettings
 from graphopt.stages.prepare import prepare
