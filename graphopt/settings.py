@@ -23,6 +23,9 @@ INT8_RECOVERY_SHARE = 0.4  # of the recovery time, for few-shot INT8 recovery af
 # of the whole budget, kept for recovery when cuts are needed: the search (timing, plan scores) stops early rather
 # than eat into it. Lite2 INT8 (issue 22): the latency table and scores took 391 s of 600, recovery 82 s
 RECOVERY_SHARE = 0.5
+# of the search's part of the budget, kept for timing cuts and re-ranking plans: scoring cuts stops at it (on Lite2
+# scoring all 68 cuts by KL took minutes)
+SEARCH_TIMING_SHARE = 0.4
 # recovery steps below which a result is flagged as under-recovered (report `budget.note`, the floor's message)
 USEFUL_RECOVERY_STEPS = 100
 

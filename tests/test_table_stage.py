@@ -66,3 +66,19 @@ def test_the_search_stops_timing_when_its_share_of_the_budget_is_spent(tiny, two
     assert budget["total_s"] == pytest.approx(sum(report["seconds"].values()), abs=0.5)
     assert budget["recovery_steps"] == report["feature_error"]["steps"] <= FAST_ACCELERATE["recover_iterations"]
     assert "fewer than 100" in budget["note"]
+
+
+def test_scoring_stops_at_its_share_of_the_budget_and_unscored_cuts_are_not_searched(tiny, monkeypatch):
+    """Scoring's part of the budget spent (here at once): the first cut, the largest, is scored; the others are
+    listed unscored, never timed or ranked, and the run goes on with what was scored."""
+    from graphopt.stages.state import Run
+    monkeypatch.setattr(Run, "scoring_over", lambda self: True)
+    path, images = tiny
+    result = accelerate(path, images, target_latency=0.9, backend=SimulatedBackend(), **FAST_ACCELERATE)
+    report = result.report
+    shares = {c["id"]: c["macs_share"] for c in report["candidates"]}
+    scored = set(report["block_scores"]) | set(report["channel_scores"])
+    assert len(scored) == 1 and shares[next(iter(scored))] == max(shares.values())
+    assert sorted(report["unscored"]) == sorted(set(shares) - scored)
+    assert set(report["latency_table"]["savings"]) == scored and set(report["ranking"]) == scored
+    assert report["target"]["met"]

@@ -40,6 +40,7 @@ class Ranking:
     cached: bool = False  # the block recoverability scores came from the cache
     count: int | None = None  # how many cuts to make (--drop / --blocks); None: as many as the target needs
     single_cut_ranking: list[str] | None = None  # the order before cuts were re-ranked by what they cost together
+    unscored: list[str] = field(default_factory=list)  # cuts left unscored: scoring's share of the budget ran out
     plan_error: object | None = field(default=None, repr=False)  # PlanError the cuts were scored with, for re-ranking
 
     @property
@@ -70,7 +71,13 @@ def score(run: Run) -> Ranking:
         with run.stages("cut scores"):
             ranking.plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
                                            _scoring_images(run, by_kl), settings.threads, logits)
-            ranking.cut_scores = score_cuts(ranking.plan_error, cuts, run.quiet)
+            # largest first: when the budget ends scoring early, the cuts left are those that save least
+            cuts = sorted(cuts, key=lambda a: -a.macs_share)
+            ranking.cut_scores = score_cuts(ranking.plan_error, cuts, run.quiet, stop=run.scoring_over)
+            ranking.unscored = [a.id for a in cuts if a.id not in ranking.cut_scores]
+            if ranking.unscored:
+                say(run.quiet, f"{len(ranking.cut_scores)} of {len(cuts)} cuts scored: scoring's share of the time "
+                               f"budget is spent")
     if blocks:
         with run.stages("recoverability"):
             seconds = SCORING_SHARE * run.seconds_left(FINAL_RESERVE) / len(blocks)
@@ -85,7 +92,7 @@ def timing_order(actions: list[Action], ranking: Ranking) -> list[Action]:
     if ranking.scoring == "given":
         return actions
     errors = ranking.errors
-    return sorted(actions, key=lambda a: errors.get(a.id, float("inf")) / max(a.macs_share, 1e-3))
+    return sorted((a for a in actions if a.id in errors), key=lambda a: errors[a.id] / max(a.macs_share, 1e-3))
 
 
 def order(run: Run, ranking: Ranking, table, target: float | None) -> Ranking:

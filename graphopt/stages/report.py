@@ -39,6 +39,7 @@ class Report:
     basis_scores: dict  # basis cut id -> held-out error
     ranking: list[str]  # best to lose first
     single_cut_ranking: list[str] | None  # the ranking before cuts were re-ranked by what they cost together
+    unscored: list[str]  # cuts not scored (and so not searched): scoring's share of the time budget ran out
     selection: dict
     dropped: list[str]
     pruned: dict[str, int]  # channel group -> channels kept
@@ -84,7 +85,7 @@ def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outco
         channel_scores=_scores_of(ranking, run.actions, "filters"),
         basis_scores=_scores_of(ranking, run.actions, "basis"),
         ranking=[a.id for a in outcome.selection.ranked or ranking.ranked],
-        single_cut_ranking=ranking.single_cut_ranking,
+        single_cut_ranking=ranking.single_cut_ranking, unscored=ranking.unscored,
         selection=outcome.selection.to_dict(), dropped=outcome.selection.dropped,
         pruned=outcome.selection.pruned, split=outcome.selection.split,
         target=check.to_dict() if check else None, latency=latency.to_dict(),

@@ -13,7 +13,7 @@ from graphopt.features import class_scores
 from graphopt.methods import Action, Planner
 from graphopt.runtime import Comparison, LatencyBackend
 from graphopt.selection import Selection
-from graphopt.settings import FINAL_RESERVE, RECOVERY_SHARE, AccelerateSettings
+from graphopt.settings import FINAL_RESERVE, RECOVERY_SHARE, SEARCH_TIMING_SHARE, AccelerateSettings
 from graphopt.target import TargetCheck
 
 # Agreement on fewer held-out files than this moves in steps of more than 12 points: reported, flagged unreliable.
@@ -73,6 +73,11 @@ class Run:
         """Whether the search (timing cuts, scoring plans) has used its part of the budget: what is left is kept
         for recovery (RECOVERY_SHARE) and the final checks (FINAL_RESERVE)."""
         return self.seconds_left(RECOVERY_SHARE + FINAL_RESERVE) <= 1.0
+
+    def scoring_over(self) -> bool:
+        """Whether scoring cuts has used its part of the search: SEARCH_TIMING_SHARE of it is kept for timing."""
+        search = (1 - RECOVERY_SHARE - FINAL_RESERVE) * 60 * self.settings.time_budget
+        return self.seconds_left(RECOVERY_SHARE + FINAL_RESERVE) <= SEARCH_TIMING_SHARE * search
 
     def deliverable(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict | None]:
         """`model` in the precision it is handed back in: as it is, or INT8 quantized from the training images
