@@ -28,6 +28,7 @@ class MimicResult:
     error_before: float  # relative held-out feature error before training
     error_after: float  # ... and after (the best checkpoint, which is what the student keeps)
     steps: int
+    stopped: str = "iterations"  # why training ended: "iterations" (the cap), "patience" (early stopping), "time"
 
 
 def feature_error(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
@@ -52,7 +53,7 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
 
     best = before = held_error()
     best_state = [p.detach().clone() for p in params]
-    stale, step = 0, 0
+    stale, step, stopped = 0, 0, "iterations"
     end = None if settings.seconds is None else time.perf_counter() + settings.seconds
     bar = tqdm(total=settings.iterations, desc=desc, disable=quiet, leave=False)
     for step in range(1, settings.iterations + 1):
@@ -74,14 +75,16 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
             else:
                 stale += 1
                 if stale >= settings.patience:
+                    stopped = "patience"
                     break
             if out_of_time:
+                stopped = "time"
                 break
     bar.close()
     with torch.no_grad():
         for p, saved in zip(params, best_state):
             p.copy_(saved)
-    return MimicResult(before, best, step)
+    return MimicResult(before, best, step, stopped)
 
 
 def choose_lr(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[torch.nn.Parameter],

@@ -14,7 +14,7 @@ from graphopt.frontier import INT8_ALONE, ORIGINAL, RESULT, Point, best_inside, 
 from graphopt.quality import DropEstimate, expected_drop, labelled_drop
 from graphopt.settings import KL_VIEWS, USEFUL_RECOVERY_STEPS
 from graphopt.stages.giveback import give_back
-from graphopt.stages.report import recovery_steps
+from graphopt.stages.report import recovery_steps, under_recovered
 from graphopt.stages.state import Outcome, Run
 from graphopt.target import TargetCheck
 from graphopt.verify import accuracy_drop
@@ -90,7 +90,7 @@ def _under_recovered(outcome: Outcome) -> str:
     steps = recovery_steps(outcome)
     if steps is None or steps >= USEFUL_RECOVERY_STEPS:
         return ""
-    return f"; recovery made only {steps} steps in the time budget (a longer --time-budget recovers more)"
+    return f"; {under_recovered(outcome)}"
 
 
 def _judged_on(run: Run) -> str:

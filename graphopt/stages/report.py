@@ -91,7 +91,7 @@ def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outco
         target=check.to_dict() if check else None, latency=latency.to_dict(),
         feature_error=None if recovered is None else {
             "before_recovery": recovered.result.error_before, "after_recovery": recovered.result.error_after,
-            "steps": recovered.result.steps, "lr": recovered.lr},
+            "steps": recovered.result.steps, "stopped": recovered.result.stopped, "lr": recovered.lr},
         int8_recovery=outcome.int8_recovery, agreement_top1=outcome.agreement,
         rows=_rows(run, table, outcome, latency))
 
@@ -114,14 +114,24 @@ def budget_split(run: Run, outcome: Outcome, seconds: dict[str, float]) -> dict:
               "total_s": round(sum(groups.values()), 1), "recovery_steps": recovery_steps(outcome)}
     steps = record["recovery_steps"]
     if steps is not None and steps < USEFUL_RECOVERY_STEPS:
-        record["note"] = (f"recovery made {steps} steps in {groups['recovery']:.0f} s (fewer than "
-                          f"{USEFUL_RECOVERY_STEPS}): a longer --time-budget, a GPU or a milder target recovers more")
+        record["note"] = f"{under_recovered(outcome)} in {groups['recovery']:.0f} s"
     return record
 
 
 def recovery_steps(outcome: Outcome) -> int | None:
     """Training steps of the recovery that ran (feature recovery), None when nothing was recovered."""
     return None if outcome.recovered is None else outcome.recovered.result.steps
+
+
+def under_recovered(outcome: Outcome) -> str:
+    """Why recovery made few steps, in words: the time budget, or early stopping (its held-out error had stopped
+    improving, so more time would not have helped)."""
+    result = outcome.recovered.result
+    if result.stopped == "patience":
+        return (f"recovery stopped early after {result.steps} steps: its held-out feature error had stopped "
+                f"improving (from {result.error_before:.4f} to {result.error_after:.4f} at best)")
+    return (f"recovery made only {result.steps} steps (fewer than {USEFUL_RECOVERY_STEPS}): a longer --time-budget, a "
+            f"GPU or a milder target recovers more")
 
 
 def _scores_of(ranking: Ranking, actions: list[Action], method: str) -> dict:
