@@ -154,7 +154,11 @@ def test_plot_labels_separate_the_500_image_row():
 
 def test_plot_is_written_with_every_measured_row(tmp_path):
     pytest.importorskip("matplotlib")
-    bi.write_plot(_results(), tmp_path / "r.png")
+    results = _results()
+    default = _row("graphopt default", 0.5, 0.82, calibration="100 images (ILSVRC2012 val)", wall_s=40.0,
+                   extra={"target_latency": None, "int8_factor": None, "status": "ok"})
+    results["models"]["lite0"]["rows"].insert(2, default)  # no target: labelled "no goal"
+    bi.write_plot(results, tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 

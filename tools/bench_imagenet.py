@@ -465,7 +465,8 @@ def write_plot(results: dict, path: Path) -> None:
                         markersize=9 if label == "original" else 6)
             for row in rows:
                 if row["method"].startswith("graphopt"):
-                    ax.annotate(f"{row['extra']['target_latency']:g}", (row["latency_ratio"],
+                    target = row["extra"]["target_latency"]
+                    ax.annotate("no goal" if target is None else f"{target:g}", (row["latency_ratio"],
                                 100 * row["quality"]["top1"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel("latency ratio to the original (1 thread, measured side by side)")
         ax.set_ylabel("labelled top-1 % (95% interval)")
