@@ -331,7 +331,8 @@ def _cuts(row: dict) -> str:
     parts = [f"{len(row['dropped'])} block(s)"] if row["dropped"] else []
     parts += [f"{len(extra['pruned'])} group(s) pruned"] if extra.get("pruned") else []
     parts += [f"{len(extra['split'])} conv(s) split"] if extra.get("split") else []
-    parts += ["INT8"] if "int8" in row["method"] or "quantize" in row["method"] else []
+    served = [r.get("precision") for r in extra.get("report_rows") or [] if r.get("model") == "graphopt"]
+    parts += ["INT8"] if "int8" in row["method"] or "quantize" in row["method"] or served == ["int8"] else []
     return " + ".join(parts) or "—"
 
 
