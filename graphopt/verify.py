@@ -7,7 +7,7 @@ import onnx
 import torch
 
 from graphopt.errors import GraphoptError
-from graphopt.quality import DropEstimate, expected_drop
+
 
 
 def check_valid(model: onnx.ModelProto) -> None:
@@ -35,17 +35,6 @@ def check_recovered(original: onnx.ModelProto, recovered, images: torch.Tensor, 
             raise GraphoptError(f"internal error: onnxruntime's '{name}' differs from the recovered PyTorch model")
 
 
-def accuracy_drop(original: onnx.ModelProto, model: onnx.ModelProto, images: torch.Tensor, sources: int,
-                  threads: int | None, seed: int = 0) -> DropEstimate | None:
-    """The estimated fall in top-1 accuracy of `model` (graphopt/quality.py) on `images`, whose rows cycle through
-    `sources` source images (an image and its augmented views); None when the first output is not class scores."""
-    scores = _class_scores(original, model, images, threads)
-    if scores is None:
-        return None
-    theirs, ours = scores
-    return expected_drop(theirs.numpy(), ours.numpy(), np.arange(len(images)) % sources, seed)
-
-
 def agreement(original: onnx.ModelProto, model: onnx.ModelProto, images: torch.Tensor,
               threads: int | None) -> float | None:
     """Share of `images` on which `model`'s top-1 class equals the original's, both run in onnxruntime (None when
@@ -61,9 +50,17 @@ def _class_scores(original: onnx.ModelProto, model: onnx.ModelProto, images: tor
                   threads: int | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The first output of the original and of `model` on `images`, run in onnxruntime; None (the original not
     run) when `model`'s first output is not a vector of class scores."""
-    from graphopt.calibration.teacher import Teacher
-    first = model.graph.output[0].name
-    ours = Teacher(model, [first], threads)(images)[first]
-    if ours.dim() != 2 or ours.shape[1] < 2:
+    ours = class_scores_of(model, images, threads)
+    if ours is None:
         return None
-    return Teacher(original, [first], threads)(images)[first], ours
+    return class_scores_of(original, images, threads, model.graph.output[0].name), ours
+
+
+def class_scores_of(model: onnx.ModelProto, images: torch.Tensor, threads: int | None,
+                    output: str | None = None) -> torch.Tensor | None:
+    """`model`'s first output (or `output`) on `images`, run in onnxruntime; None when it is not a vector of class
+    scores per image."""
+    from graphopt.calibration.teacher import Teacher
+    name = output or model.graph.output[0].name
+    scores = Teacher(model, [name], threads)(images)[name]
+    return scores if scores.dim() == 2 and scores.shape[1] >= 2 else None

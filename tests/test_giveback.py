@@ -26,10 +26,10 @@ def scripted(monkeypatch):
     """The first loss asked for (the recovered result) is over a 1-point floor, every later one inside it."""
     calls = []
 
-    def losses(run, models):
+    def losses(self, models):
         calls.append(len(models))
         return [OVER if len(calls) == 1 else INSIDE for _ in models]
-    monkeypatch.setattr(floor, "_losses", losses)
+    monkeypatch.setattr(floor.Losses, "__call__", losses)
     return calls
 
 

@@ -9,6 +9,9 @@ have failed INT8 alone (2.6% of predictions flip, 0.1 points lost).
 """
 from __future__ import annotations
 
+import numpy as np
+import onnx
+
 from graphopt.errors import AccuracyFloorMissed
 from graphopt.frontier import INT8_ALONE, ORIGINAL, RESULT, Point, best_inside, plan_points
 from graphopt.quality import DropEstimate, expected_drop, labelled_drop
@@ -17,7 +20,7 @@ from graphopt.stages.giveback import give_back
 from graphopt.stages.report import recovery_steps, under_recovered
 from graphopt.stages.state import Outcome, Run
 from graphopt.target import TargetCheck
-from graphopt.verify import accuracy_drop
+from graphopt.verify import class_scores_of
 
 
 def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None, errors: dict[str, float] | None = None,
@@ -27,9 +30,9 @@ def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None, errors: di
     cuts given back (stages/giveback.py, ordered by `errors`) if one is inside the floor and meets `target`.
     Raises AccuracyFloorMissed when none is, with the frontier and the fastest model inside the floor (a given-back
     model or INT8 alone) as `best`. A model without class scores is not judged (said so)."""
-    floor = run.settings.max_accuracy_drop
+    floor, losses = run.settings.max_accuracy_drop, Losses(run)
     int8 = run.int8 is not None and outcome.model is not run.int8
-    estimate, *others = _losses(run, [outcome.model, *([run.int8] if int8 else [])])
+    estimate, *others = losses([outcome.model, *([run.int8] if int8 else [])])
     record = {"floor_points": floor, "estimate": None if estimate is None else estimate.to_dict(),
               "judged_on": _judged_on(run), "judged": floor is not None and estimate is not None,
               "met": None if floor is None or estimate is None else estimate.within(floor), "given_back": []}
@@ -41,7 +44,7 @@ def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None, errors: di
     points[-1].chosen = False  # not handed back: over the floor
     # with --drop or --blocks the user named the cuts: none is given back
     returned = [] if target is None else give_back(run, outcome, errors or {}, floor, target,
-                                                   lambda model: _losses(run, [model])[0])
+                                                   lambda model: losses([model])[0])
     points += [trial.point for trial in returned]
     kept = {id(trial.point): trial.outcome.model for trial in returned}
     landed = next((trial for trial in returned if trial.point.inside(floor) and trial.met), None)
@@ -100,23 +103,50 @@ def _judged_on(run: Run) -> str:
     return f"--eval images in {settings.eval_images}"
 
 
-def _losses(run: Run, models: list) -> list[DropEstimate | None]:
+class Losses:
     """Each model's top-1 loss against the original: on the --eval images when given (measured where they are
-    labelled), else estimated on the held-out calibration images and their augmented views."""
-    settings = run.settings
-    with run.stages("quality"):
-        if settings.eval_images is None:
-            views = run.held.with_views(KL_VIEWS, settings.seed)
-            return [accuracy_drop(run.original, model, views, len(run.held), settings.threads, settings.seed)
-                    for model in models]
+    labelled), else estimated on the held-out calibration images and their augmented views. The original's class
+    scores (and the views) are computed once per run, however many models are judged (the result, INT8 alone, each
+    model with cuts given back)."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self._views = None
+        self._reference: tuple | None = None  # the original's class scores (None: not class scores), the labels
+
+    def __call__(self, models: list[onnx.ModelProto]) -> list[DropEstimate | None]:
+        with self.run.stages("quality"):
+            return self._on_eval(models) if self.run.settings.eval_images else self._on_held(models)
+
+    def _on_held(self, models: list[onnx.ModelProto]) -> list[DropEstimate | None]:
+        run, settings = self.run, self.run.settings
+        if self._views is None:
+            self._views = run.held.with_views(KL_VIEWS, settings.seed)
+        groups = np.arange(len(self._views)) % len(run.held)
+        losses = []
+        for model in models:
+            ours = class_scores_of(model, self._views, settings.threads)
+            if ours is not None and self._reference is None:
+                self._reference = (class_scores_of(run.original, self._views, settings.threads,
+                                                   model.graph.output[0].name), None)
+            losses.append(None if ours is None else
+                          expected_drop(self._reference[0].numpy(), ours.numpy(), groups, settings.seed))
+        return losses
+
+    def _on_eval(self, models: list[onnx.ModelProto]) -> list[DropEstimate | None]:
         from graphopt.evaluate import evaluate
-        result = evaluate([run.original, *models], settings.eval_images, labels=settings.eval_labels,
-                          classes=settings.eval_classes, preprocess=settings.preprocess, threads=settings.threads,
-                          progress=not run.quiet, keep_scores=True)
-    original, *others = result.scores
-    if result.truth is not None:
-        return [labelled_drop(original, other, result.truth, settings.seed) for other in others]
-    return [expected_drop(original, other, seed=settings.seed) for other in others]
+        run, settings = self.run, self.run.settings
+        first = self._reference is None
+        result = evaluate([*([run.original] if first else []), *models], settings.eval_images,
+                          labels=settings.eval_labels, classes=settings.eval_classes, preprocess=settings.preprocess,
+                          threads=settings.threads, progress=not run.quiet, keep_scores=True)
+        scores = list(result.scores)
+        if first:
+            self._reference = (scores.pop(0), result.truth)
+        original, truth = self._reference
+        if truth is not None:
+            return [labelled_drop(original, other, truth, settings.seed) for other in scores]
+        return [expected_drop(original, other, seed=settings.seed) for other in scores]
 
 
 def _ratio(outcome: Outcome) -> float:
