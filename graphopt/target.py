@@ -44,6 +44,11 @@ def meets(comparison: Comparison, target: float) -> bool:
     return comparison.ratio <= target and (not comparison.noisy or comparison.ratio + comparison.noise <= target)
 
 
+def last_measurement(final: Comparison | TargetCheck) -> Comparison:
+    """A model against the original as last measured: the check's last measurement, or the one comparison."""
+    return final.final if isinstance(final, TargetCheck) else final
+
+
 def confirm_target(backend: LatencyBackend, original: onnx.ModelProto, model: onnx.ModelProto, target: float,
                    measurements: int = MEASUREMENTS) -> TargetCheck:
     """Measure `model` against `original` up to `measurements` times, stopping at the first that `meets` the target."""

@@ -19,7 +19,6 @@ from graphopt.settings import KL_VIEWS, USEFUL_RECOVERY_STEPS
 from graphopt.stages.giveback import give_back
 from graphopt.stages.report import recovery_steps, under_recovered
 from graphopt.stages.state import Outcome, Run
-from graphopt.target import TargetCheck
 from graphopt.verify import class_scores_of
 
 
@@ -60,7 +59,7 @@ def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None, errors: di
                                            f"(upper bound {best.estimate.upper:.2f}), inside the floor: --keep-best "
                                            f"writes it")
     raise AccuracyFloorMissed(
-        f"the model that meets the goal (measured ratio {_ratio(outcome):.3f}) loses "
+        f"the model that meets the goal (measured ratio {outcome.latency.ratio:.3f}) loses "
         f"{'' if estimate.labelled else 'an estimated '}{estimate.points:.2f} points of top-1 (95% upper bound "
         f"{estimate.upper:.2f}, {estimate.images} {record['judged_on']}), over --max-accuracy-drop {floor:g}"
         f"{_given_back(returned)}{alternative}{_under_recovered(outcome)}; ask for less speed, give more calibration "
@@ -82,11 +81,11 @@ def _frontier(run: Run, outcome: Outcome, estimate: DropEstimate | None, int8_ra
     chosen."""
     points = [Point(ORIGINAL, 1.0, DropEstimate(0.0, 0.0, 1.0, len(run.held), 0))]
     if outcome.model is run.int8:
-        return [*points, Point(INT8_ALONE, _ratio(outcome), estimate, chosen=True)]
+        return [*points, Point(INT8_ALONE, outcome.latency.ratio, estimate, chosen=True)]
     if run.int8 is not None:
         points.append(Point(INT8_ALONE, int8_ratio, int8))
     return [*points, *plan_points(outcome.selection.attempts),
-            Point(RESULT, _ratio(outcome), estimate, [a.id for a in outcome.selection.actions], chosen=True)]
+            Point(RESULT, outcome.latency.ratio, estimate, [a.id for a in outcome.selection.actions], chosen=True)]
 
 
 def _under_recovered(outcome: Outcome) -> str:
@@ -147,8 +146,3 @@ class Losses:
         if truth is not None:
             return [labelled_drop(original, other, truth, settings.seed) for other in scores]
         return [expected_drop(original, other, seed=settings.seed) for other in scores]
-
-
-def _ratio(outcome: Outcome) -> float:
-    final = outcome.final
-    return final.final.ratio if isinstance(final, TargetCheck) else final.ratio

@@ -20,7 +20,7 @@ from graphopt.quality import DropEstimate
 from graphopt.runtime import Comparison
 from graphopt.selection import Selection
 from graphopt.stages.state import Outcome, Run, say
-from graphopt.target import TargetCheck, confirm_target
+from graphopt.target import TargetCheck, confirm_target, last_measurement
 from graphopt.verify import agreement, check_valid
 
 # Cuts given back at most, one more each time (the lossiest left first), and the seconds a trial needs at least.
@@ -39,8 +39,7 @@ class Returned:
     @property
     def met(self) -> bool:
         """Whether it meets the latency goal (no target: always)."""
-        final = self.outcome.final
-        return final.met if isinstance(final, TargetCheck) else True
+        return self.outcome.met
 
 
 def give_back(run: Run, outcome: Outcome, errors: dict[str, float], floor: float, target: float | None,
@@ -68,7 +67,7 @@ def _trial(run: Run, outcome: Outcome, plan: list[Action], target: float | None,
     estimate = loss(model)
     final: Comparison | TargetCheck = run.backend.compare(run.original, model) if target is None else \
         confirm_target(run.backend, run.original, model, target)
-    ratio = final.ratio if isinstance(final, Comparison) else final.final.ratio
+    ratio = last_measurement(final).ratio
     selection = Selection(plan, ratio, outcome.selection.attempts, outcome.selection.size, outcome.selection.ranked)
     agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
     point = Point(GIVEN_BACK, ratio, estimate, [action.id for action in plan])
@@ -79,11 +78,7 @@ def restore(run: Run, plan: list[Action], recovered: onnx.ModelProto) -> onnx.Mo
     """The smaller `plan` applied to the original as recovery's was (consumers of pruned channels refit), its
     weights taken from the `recovered` model wherever it has them (same name, shape and type) and from the original
     where the given-back cuts were; quantized when the output is INT8. Checked by onnx.checker."""
-    refit = None
-    if run.planner.keep(plan):
-        from graphopt.calibration.cut_scores import refitter
-        refit = refitter(run.planner, run.consumers())
-    model = run.planner.apply(plan, refit=refit)
+    model = run.apply(plan)
     trained = {tensor.name: tensor for tensor in recovered.graph.initializer}
     for tensor in model.graph.initializer:
         other = trained.get(tensor.name)

@@ -102,11 +102,7 @@ def _recover(run: Run, plan: list[Action]):
     from graphopt.calibration.mimic import MimicSettings
     from graphopt.calibration.recovery import recover
     settings = run.settings
-    refit = None
-    if run.planner.keep(plan):
-        from graphopt.calibration.cut_scores import refitter
-        refit = refitter(run.planner, run.consumers())
-    pruned = run.planner.apply(plan, refit=refit)
+    pruned = run.apply(plan)
     probes = () if settings.lr else LR_CANDIDATES
     share = INT8_RECOVERY_SHARE if run.int8 is not None and settings.int8_recovery else 0.0
     # each learning-rate probe takes a tenth; INT8 recovery, when it follows, keeps its share of what is left

@@ -66,7 +66,7 @@ def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outco
     """The report; `table` and `ranking` are None when INT8 alone met the target and no cut was timed or ranked."""
     ranking = ranking or Ranking([], "none")
     check = outcome.final if isinstance(outcome.final, TargetCheck) else None
-    latency = check.final if check else outcome.final
+    latency = outcome.latency
     calibration, train, held, recovered = run.calibration, run.train, run.held, outcome.recovered
     return Report(
         graphopt=__version__, versions=versions(), machine=machine(), settings=asdict(run.settings),

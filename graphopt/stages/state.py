@@ -14,7 +14,7 @@ from graphopt.methods import Action, Planner
 from graphopt.runtime import Comparison, LatencyBackend
 from graphopt.selection import Selection
 from graphopt.settings import FINAL_RESERVE, RECOVERY_SHARE, SEARCH_TIMING_SHARE, AccelerateSettings
-from graphopt.target import TargetCheck
+from graphopt.target import TargetCheck, last_measurement
 
 # Agreement on fewer held-out files than this moves in steps of more than 12 points: reported, flagged unreliable.
 RELIABLE_HELD_OUT_FILES = 8
@@ -64,6 +64,14 @@ class Run:
             self.consumer_stats = consumer_statistics(self.original, self.channels, self.train.tensors(),
                                                       self.settings.threads, self.settings.seed)
         return self.consumer_stats
+
+    def apply(self, plan: list[Action]) -> onnx.ModelProto:
+        """The plan applied as recovery trains it: consumers of pruned channels refit in closed form first."""
+        refit = None
+        if self.planner.keep(plan):
+            from graphopt.calibration.cut_scores import refitter
+            refit = refitter(self.planner, self.consumers())
+        return self.planner.apply(plan, refit=refit)
 
     def seconds_left(self, reserve: float = 0.0) -> float:
         """Seconds of the budget left after keeping `reserve` (a share of the whole budget) back; at least 1."""
@@ -117,6 +125,16 @@ class Outcome:
     agreement: float | None
     final: Comparison | TargetCheck
     int8_recovery: dict | None = None  # what few-shot INT8 recovery measured, when it ran
+
+    @property
+    def latency(self) -> Comparison:
+        """The model against the original as last measured (the final check's last measurement, when there was one)."""
+        return last_measurement(self.final)
+
+    @property
+    def met(self) -> bool:
+        """Whether the final check met the target (no check: there was no target to meet)."""
+        return self.final.met if isinstance(self.final, TargetCheck) else True
 
 
 def say(quiet: bool, message: str) -> None:
