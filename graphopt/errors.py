@@ -18,13 +18,18 @@ class AccuracyFloorMissed(TargetUnreachable):
 
     `points` are what was measured on each side (graphopt/frontier.py: latency ratio, estimated loss); `best` is
     the fastest model inside the floor that can be handed back instead (INT8 alone, or the result with cuts given
-    back), or None, and `best_label` what it is; `kept` the path it was written to (--keep-best), or None."""
+    back), or None, and `best_point` its point; `kept` the path it was written to (--keep-best), or None."""
 
-    def __init__(self, message: str, points: list, best=None, kept: str | None = None, best_label: str | None = None):
+    def __init__(self, message: str, points: list, best=None, best_point=None, kept: str | None = None):
         super().__init__(message)
-        self.points, self.best, self.kept, self.best_label = points, best, kept, best_label
+        self.points, self.best, self.best_point, self.kept = points, best, best_point, kept
         self.seconds: dict[str, float] = {}  # wall time per stage, and the budget's split, when the run got that far
         self.budget: dict = {}
+
+    @property
+    def best_label(self) -> str | None:
+        """What the best model inside the floor is ("int8 alone", ...), or None."""
+        return None if self.best_point is None else self.best_point.model
 
     @property
     def frontier(self) -> list[dict]:

@@ -28,7 +28,6 @@ from pathlib import Path
 import onnx
 
 from graphopt.errors import AccuracyFloorMissed, GraphoptError
-from graphopt.frontier import best_inside
 from graphopt.model_io import save_model
 from graphopt.paths import check_outputs
 from graphopt.runtime import LatencyBackend
@@ -92,7 +91,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
         quality, frontier, outcome = check_floor(run, outcome, table.start if table is not None else None,
                                                  ranking.errors if ranking is not None else None, target)
     except AccuracyFloorMissed as missed:
-        _hand_back_best(missed, output, settings.keep_best, settings.max_accuracy_drop)
+        _hand_back_best(missed, output, settings.keep_best)
         _draw(plot, missed.points, settings.max_accuracy_drop, target)
         missed.seconds = dict(run.stages.seconds)  # where the run's time went, for the failure report
         missed.budget = budget_split(run, outcome, run.stages.seconds)
@@ -114,7 +113,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     return AccelerateResult(outcome.model, report)
 
 
-def _hand_back_best(missed: AccuracyFloorMissed, output, keep: bool, floor: float) -> None:
+def _hand_back_best(missed: AccuracyFloorMissed, output, keep: bool) -> None:
     """With --keep-best, the fastest model inside the floor written to `output` (the run still exits 3)."""
     if not keep or output is None:
         return
@@ -124,9 +123,8 @@ def _hand_back_best(missed: AccuracyFloorMissed, output, keep: bool, floor: floa
         return
     save_model(missed.best, output)
     missed.kept = str(output)
-    best = best_inside(missed.points, floor)
     for point in missed.points:
-        point.chosen = point is best
+        point.chosen = point is missed.best_point
     missed.args = (f"{missed}; --keep-best: {missed.best_label} written to {output}",)
 
 

@@ -64,7 +64,7 @@ def check_floor(run: Run, outcome: Outcome, int8_ratio: float | None, errors: di
         f"{estimate.upper:.2f}, {estimate.images} {record['judged_on']}), over --max-accuracy-drop {floor:g}"
         f"{_given_back(returned)}{alternative}{_under_recovered(outcome)}; ask for less speed, give more calibration "
         f"images (or --eval images to judge on), or pass --max-accuracy-drop none to accept it", points,
-        best=None if best is None else kept.get(id(best)), best_label=None if best is None else best.model)
+        best=None if best is None else kept.get(id(best)), best_point=best)
 
 
 def _given_back(returned: list) -> str:
