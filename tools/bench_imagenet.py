@@ -297,7 +297,7 @@ def run_model(name: str, args: argparse.Namespace, evaluation: EvalSet, work: Pa
           "(sets the INT8 targets)", flush=True)
     jobs = [] if args.skip_accelerate else plan_jobs(
         args.fp32_targets, int8_targets(int8_ratio, args.int8_factors), args.int8_factors, args.calib,
-        500 if args.calib_500_row == "on" else None)
+        500 if name in args.calib_500_models else None)
     variants, unmeasured = accelerate_rows(name, path, jobs, args, folder)
     rows = [row.to_dict() for row in measure_rows(bench, original, [(int8_fields, int8_model), *variants],
                                                   args.threads)]
@@ -487,8 +487,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=sorted(SIZES), default=sorted(SIZES))
     p.add_argument("--calib", type=int, default=100, help="calibration set of the main rows (calib-N under --data)")
-    p.add_argument("--calib-500-row", choices=["on", "off"], default="on",
-                   help="one more graphopt fp32 row, at the middle target, calibrated on calib-500")
+    p.add_argument("--calib-500-models", nargs="*", choices=sorted(SIZES), default=["lite2"], metavar="MODEL",
+                   help="models that get one more graphopt fp32 row, at the middle target, calibrated on calib-500 "
+                        "(default lite2: one such row answers whether more images help; none: no such row)")
     p.add_argument("--fp32-targets", type=float, nargs="*", default=[0.9, 0.8, 0.7],
                    help="graphopt fp32 latency targets (ratios to the original)")
     p.add_argument("--int8-factors", type=float, nargs="*", default=[1.0, 0.85, 0.7],
