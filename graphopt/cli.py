@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from graphopt.version import __version__
 from graphopt.bounds import check_threads
 from graphopt.errors import GraphoptError, TargetUnreachable
+from graphopt.methods.registry import default_names, methods
 from graphopt.runtime.base import TimingSettings
 from graphopt.settings import IMPORTANCE, LR_CANDIDATES, SCORING_SHARE, AccelerateSettings, with_goal
 
@@ -442,9 +443,8 @@ def build_parser(everything: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--help-all", action="help", help="show every option, the expert ones too")
     p.add_argument("--feature-tensor",
                    help=expert("tensor to mimic (default: last feature map before global pooling)"))
-    p.add_argument("--methods", help="kinds of cut to search, comma-separated: blocks (drop residual blocks), "
-                                     "filters (prune channel groups), basis (split convs through fewer bases of their "
-                                     "output space); default: blocks,filters")
+    p.add_argument("--methods", help="kinds of cut to search, comma-separated: "
+                   + ", ".join(f"{m.name} ({m.summary})" for m in methods()) + f"; default: {','.join(default_names())}")
     p.add_argument("--importance", default=AccelerateSettings.importance, choices=list(IMPORTANCE),
                    help=expert("which channels a group gives up first: refit (default: those the least-squares refit "
                                "of their consumers restores best, chosen greedily), first-order Taylor on the "

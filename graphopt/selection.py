@@ -17,7 +17,11 @@ import numpy as np
 import onnx
 
 from graphopt.errors import GraphoptError, TargetUnreachable
-from graphopt.methods import Action, Planner, method_counts
+from graphopt.methods import Action, Planner, method
+from graphopt.methods.basis import NAME as BASIS
+from graphopt.methods.blocks import NAME as BLOCKS
+from graphopt.methods.filters import NAME as FILTERS
+from graphopt.methods.registry import counts
 from graphopt.runtime import Comparison, LatencyBackend, LatencyStats
 from graphopt.runtime.base import TimingRun
 
@@ -86,17 +90,17 @@ class Selection:
 
     @property
     def dropped(self) -> list[str]:
-        return [a.target for a in self.actions if a.method == "blocks"]
+        return [a.target for a in self.actions if a.method == BLOCKS]
 
     @property
     def pruned(self) -> dict[str, int]:
         """Channel group -> channels kept."""
-        return {a.target: a.keep for a in self.actions if a.method == "filters"}
+        return {a.target: a.keep for a in self.actions if a.method == FILTERS}
 
     @property
     def split(self) -> dict[str, int]:
         """Node output -> bases kept."""
-        return {a.target: a.keep for a in self.actions if a.method == "basis"}
+        return {a.target: a.keep for a in self.actions if a.method == BASIS}
 
     def to_dict(self) -> dict:
         return {"actions": [a.id for a in self.actions], "dropped": self.dropped, "pruned": self.pruned,
@@ -313,9 +317,7 @@ def _attempt(backend: LatencyBackend, planner: Planner, chosen: list[Action], ta
 
 
 def _describe(plan: list[Action]) -> str:
-    parts = {"blocks": "blocks dropped", "filters": "channel groups at their narrowest",
-             "basis": "nodes split at their lowest rank"}
-    return ", ".join(f"{count} {parts[m]}" for m, count in method_counts(plan).items() if count)
+    return ", ".join(f"{count} {method(m).at_limit}" for m, count in counts(plan).items() if count)
 
 
 def _figure(comparison: Comparison) -> str:

@@ -51,7 +51,7 @@ class AccelerateSettings:
     target_ms: float | None = None
     drop: int | None = None
     blocks: list[str] | None = None  # drop exactly these (no recoverability scoring), then recover
-    methods: list[str] | None = None  # kinds of cut to search ("blocks", "filters", "basis"); None: DEFAULT_METHODS
+    methods: list[str] | None = None  # kinds of cut to search (methods/registry.py names); None: the default ones
     # which channels a group gives up first: "refit" (those the least-squares refit of their consumers restores
     # best, chosen greedily), "taylor" (l1 for models without class scores), "l1" or "dagger". Measured, each group
     # cut to half and refit (docs/studies/importance_*.md): held-out feature error lowest with refit on 18 of 23

@@ -44,7 +44,7 @@ def test_cli_accelerate_writes_verified_model_and_report(tiny, tmp_path, capsys)
     report = json.loads(report_path.read_text())
     assert len(report["dropped"]) == 2 and report["blocks"] == {"found": 6, "droppable": 4}
     assert report["scoring"] == "kl" and report["recoverability"] == {}  # the model has class scores
-    assert set(report["block_scores"]) == {"layer1.0", "layer1.1", "layer2.1", "layer3.1"}
+    assert set(report["cut_scores"]["blocks"]) == {"layer1.0", "layer1.1", "layer2.1", "layer3.1"}
     assert report["ranking"][:2] == sorted(report["ranking"][:2], key=report["ranking"].index)
     # --max-timing-seconds 0: no rounds are added for noise, so exactly --repeats runs are timed
     assert report["latency"]["base"]["runs"] == 3 and report["latency"]["ratio"] > 0

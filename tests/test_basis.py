@@ -92,8 +92,8 @@ def test_accelerate_with_basis_cuts_writes_a_verified_model(tiny, tmp_path):
     report = result.report
     assert isinstance(result.summary, Report) and report == result.summary.to_dict()
     assert report["split"] and not report["pruned"] and not report["dropped"] and report["target"]["met"]
-    assert report["basis_scores"] and not report["channel_scores"] and report["channel_groups"] is None
-    assert all(score["error"] > 0 for score in report["basis_scores"].values())
+    assert report["cut_scores"]["basis"] and not report["cut_scores"].get("filters") and report["channel_groups"] is None
+    assert all(score["error"] > 0 for score in report["cut_scores"]["basis"].values())
     written = onnx.load(str(tmp_path / "out.onnx"))
     onnx.checker.check_model(written, full_check=True)
     assert len(written.graph.node) > len(onnx.load(str(path)).graph.node)  # a head and a tail per split node

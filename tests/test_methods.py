@@ -133,7 +133,7 @@ def test_a_plan_with_room_below_the_target_gives_back_the_cut_it_does_not_need(p
     backend = SimulatedBackend()
     table = latency_table(backend, planner, blocks + filters, quiet=True)
     big = max(blocks, key=lambda a: table.savings[a.id])
-    inside = set(planner._block(big.target).nodes)
+    inside = set(planner.block(big.target).nodes)
     small = min((a for a in filters if not set(planner.channels.group(a.target).producers) & inside),
                 key=lambda a: table.savings[a.id])
     assert table.savings[big.id] > table.savings[small.id] > 0
@@ -178,8 +178,8 @@ def test_accelerate_with_channel_cuts_writes_a_verified_model(tiny, tmp_path):
                         backend=SimulatedBackend(), **FAST)
     report = result.report
     assert report["pruned"] and not report["dropped"] and report["target"]["met"]
-    assert report["methods"] == ["filters"] and report["channel_scores"] and report["recoverability"] == {}
-    for score in report["channel_scores"].values():
+    assert report["methods"] == ["filters"] and report["cut_scores"]["filters"] and report["recoverability"] == {}
+    for score in report["cut_scores"]["filters"].values():
         assert score["error"] >= 0
     assert {"channels", "cut scores", "plan scores"} <= set(report["seconds"])
     assert sorted(report["single_cut_ranking"]) == sorted(report["ranking"])  # re-ranked, nothing lost
@@ -196,14 +196,14 @@ def test_kl_scoring_measures_every_cut_on_class_scores_without_training(tiny):
     assert report["scoring"] == "kl" and report["recoverability"] == {}  # auto: the model has class scores
     assert "recoverability" not in report["seconds"] and "plan scores" in report["seconds"]
     droppable = {b.id for b in planner_for(path)[2].blocks if b.droppable}
-    assert set(report["block_scores"]) == droppable and report["channel_scores"]
-    for score in [*report["block_scores"].values(), *report["channel_scores"].values()]:
+    assert set(report["cut_scores"]["blocks"]) == droppable and report["cut_scores"]["filters"]
+    for score in [*report["cut_scores"]["blocks"].values(), *report["cut_scores"]["filters"].values()]:
         assert score["error"] > 0  # every cut changes the class scores of real images
     assert sorted(report["single_cut_ranking"]) == sorted(report["ranking"])
     plain = accelerate(path, images, target_latency=0.8, backend=SimulatedBackend(), scoring="recoverability",
                        **FAST).report
     assert plain["scoring"] == "recoverability" and set(plain["recoverability"]) == droppable
-    assert plain["block_scores"] == {}
+    assert plain["cut_scores"].get("blocks") == {}
 
 
 def test_kl_scoring_needs_class_scores(tiny):

@@ -27,7 +27,7 @@ def test_a_mild_target_times_only_the_cuts_it_could_need(tiny, two_per_run):
     assert set(report["ranking"]) == set(table["savings"])  # only timed cuts are ranked and selected
     assert report["target"]["met"] and report["latency"]["ratio"] <= 0.9
     # the cuts left untimed are those that lose most per multiply-add removed
-    errors = {cut: score["error"] for cut, score in {**report["block_scores"], **report["channel_scores"]}.items()}
+    errors = {cut: score["error"] for cut, score in {**report["cut_scores"]["blocks"], **report["cut_scores"]["filters"]}.items()}
     shares = {c["id"]: c["macs_share"] for c in report["candidates"]}
     cost = {cut: errors[cut] / max(shares[cut], 1e-3) for cut in candidates}
     assert max(cost[c] for c in table["savings"]) <= min(cost[c] for c in table["untimed"])
@@ -77,7 +77,7 @@ def test_scoring_stops_at_its_share_of_the_budget_and_unscored_cuts_are_not_sear
     result = accelerate(path, images, target_latency=0.9, backend=SimulatedBackend(), **FAST_ACCELERATE)
     report = result.report
     shares = {c["id"]: c["macs_share"] for c in report["candidates"]}
-    scored = set(report["block_scores"]) | set(report["channel_scores"])
+    scored = set(report["cut_scores"]["blocks"]) | set(report["cut_scores"]["filters"])
     assert len(scored) == 1 and shares[next(iter(scored))] == max(shares.values())
     assert sorted(report["unscored"]) == sorted(set(shares) - scored)
     assert set(report["latency_table"]["savings"]) == scored and set(report["ranking"]) == scored

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Action:
-    """`method` "blocks": the residual block `target` is dropped. `method` "filters": the channel group `target`
-    keeps `keep` of its channels (the most important ones). `method` "basis": the node making tensor `target` is
-    split through `keep` bases of its output space."""
+    """A cut the method named `method` makes at `target` (a block id, a channel group, a node's output), at level
+    `keep` (channels kept, bases kept; 0 for a cut without levels). What it means is the method's
+    (methods/registry.py)."""
 
     method: str
     target: str
@@ -18,8 +18,6 @@ class Action:
 
     @property
     def id(self) -> str:
-        """Block ids as the user knows them; a channel cut as `group@channels kept`; a basis cut as
-        `tensor@r<rank>`."""
-        if self.method == "blocks":
-            return self.target
-        return f"{self.target}@r{self.keep}" if self.method == "basis" else f"{self.target}@{self.keep}"
+        """The cut's name in tables and reports, as its method spells it (a block id; `group@channels kept`)."""
+        from graphopt.methods.registry import method  # the registry imports the methods, which import Action
+        return method(self.method).label(self)

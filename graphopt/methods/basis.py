@@ -8,14 +8,22 @@ Whether it saves time is then measured like every other action.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import onnx
 
 from graphopt.channels.context import constant_values
 from graphopt.macs import model_macs, node_macs
 from graphopt.methods.action import Action
+from graphopt.methods.method import Build, Discovery, Method
+from graphopt.passes import Basis, DecomposeConv
 from graphopt.shapes import Shape
+
+if TYPE_CHECKING:
+    from graphopt.methods.plan import Planner
+
+NAME = "basis"
 
 RANK_FRACTIONS = (0.5, 0.25)  # ranks offered per node, as shares of the rank its weight can have
 RANK_MULTIPLE = 8  # ranks are multiples of this (vector-friendly widths)
@@ -78,5 +86,47 @@ def basis_actions(model: onnx.ModelProto, shapes: dict[str, Shape | None],
         for rank in (r for r in ranks if r < node.full_rank):
             share = (node.macs - node.macs_at(rank)) / total
             if share >= min_share:
-                actions.append(Action("basis", node.output, rank, share))
+                actions.append(Action(NAME, node.output, rank, share))
     return actions
+
+
+class BasisMethod(Method):
+    """Split a node through fewer bases of its output space ("basis scaling"), fitted on the calibration images'
+    outputs; after pruning in the same plan, on its pruned weight's SVD ("double pruning")."""
+
+    name = NAME
+    summary = "split convs through fewer bases of their output space"
+    lacking = "convolutions worth splitting"
+    counted = "basis cuts"
+    at_limit = "nodes split at their lowest rank"
+    applies_at = 1  # after pruning (it splits the weights as pruned), before blocks are dropped
+    # asked for by name: on Lite0 its splits cost about 2.5x the feature error of channel cuts per multiply-add
+    # removed (docs/studies/basis_lite0.md), and on the Fashion-MNIST ResNet-20 every split at once saves 1-8% of
+    # the latency while adding them to the joint search lost a point (docs/studies/methods_fmnist_basis.md)
+    default = False
+
+    def discover(self, found: Discovery) -> list[Action]:
+        with found.clock("bases"):
+            actions = basis_actions(found.model, found.shapes)
+            if actions:
+                from graphopt.calibration.basis import fitted_bases
+                # kept by output energy: on Lite0 that beat Taylor order (docs/studies/basis_lite0.md)
+                found.bases = fitted_bases(found.model, sorted({a.target for a in actions}), found.train.tensors(),
+                                           threads=found.settings.threads, seed=found.settings.seed)
+            return actions
+
+    def label(self, action: Action) -> str:
+        return f"{action.target}@r{action.keep}"
+
+    def build(self, planner: "Planner", build: Build, mine: list[Action]) -> None:
+        pruned = planner.pruned_outputs(build.plan)
+        build.passes.append(DecomposeConv({a.target: self._basis(planner, a, pruned) for a in mine}))
+
+    @staticmethod
+    def _basis(planner: "Planner", action: Action, pruned: set[str]) -> Basis:
+        """The node's fitted basis at the action's rank, unless pruning in the same plan changed its outputs: then
+        the SVD of its pruned weight."""
+        template = planner.bases.get(action.target)
+        if template is None or action.target in pruned:
+            return Basis(action.keep)
+        return replace(template, rank=action.keep)

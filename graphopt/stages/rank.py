@@ -21,7 +21,7 @@ from graphopt.blocks import Block
 from graphopt.cache import ScoreCache, cache_key, default_dir
 from graphopt.errors import GraphoptError
 from graphopt.features import class_scores
-from graphopt.methods import Action
+from graphopt.methods import Action, method
 from graphopt.selection import predicted_ratio
 from graphopt.settings import (ADAPTOR_LR, FINAL_RESERVE, KL_VIEWS, RERANK_SLACK, SCORING_SHARE,
                                AccelerateSettings)
@@ -62,9 +62,9 @@ def score(run: Run) -> Ranking:
         return Ranking(run.given, "given", count=len(run.given))
     logits = _kl_scores(run)
     by_kl = logits is not None
-    searches_blocks = any(a.method == "blocks" for a in run.actions)
-    blocks = run.droppable if searches_blocks and not by_kl else []  # trained for recoverability
-    cuts = [a for a in run.actions if by_kl or a.method != "blocks"]
+    with_adaptors = any(method(a.method).scored_with_adaptors for a in run.actions)
+    blocks = run.droppable if with_adaptors and not by_kl else []  # trained for recoverability
+    cuts = [a for a in run.actions if by_kl or not method(a.method).scored_with_adaptors]
     ranking = Ranking([], "kl" if by_kl else "recoverability", count=settings.drop)
     if cuts:
         from graphopt.calibration.cut_scores import PlanError, score_cuts
@@ -112,7 +112,7 @@ def order(run: Run, ranking: Ranking, table, target: float | None) -> Ranking:
         with run.stages("plan scores"):
             ranking.single_cut_ranking = [a.id for a in ranked]
             ranked = rerank_by_plan(ranked, errors, saved_ms, plan_error, enough,
-                                    joins=lambda action: by_kl or action.method != "blocks")
+                                    joins=lambda action: by_kl or not method(action.method).scored_with_adaptors)
     ranking.ranked = ranked
     return ranking
 

@@ -32,11 +32,9 @@ class Report:
     candidates: list[dict]  # every cut on offer: id, method, share of multiply-adds removed
     latency_table: dict | None  # None when INT8 alone met the target before any cut was timed
     scoring: str  # what ranked the cuts: "kl", "recoverability", "given" (--blocks), "none" (INT8 alone met it)
-    block_scores: dict  # block id -> KL divergence of class scores with the block dropped (kl scoring)
+    cut_scores: dict  # method -> cut id -> what the network loses with the cut alone (KL, held-out error)
     recoverability: dict  # block id -> held-out error after adaptor training (recoverability scoring)
     recoverability_cached: bool
-    channel_scores: dict  # channel cut id -> held-out error alone and after refit
-    basis_scores: dict  # basis cut id -> held-out error
     ranking: list[str]  # best to lose first
     single_cut_ranking: list[str] | None  # the ranking before cuts were re-ranked by what they cost together
     unscored: list[str]  # cuts not scored (and so not searched): scoring's share of the time budget ran out
@@ -80,10 +78,8 @@ def build_report(run: Run, calib, table, ranking: Ranking | None, outcome: Outco
         channel_groups=None if run.channels is None else [g.to_dict() for g in run.channels.groups],
         candidates=[{"id": a.id, "method": a.method, "macs_share": a.macs_share} for a in run.actions],
         latency_table=None if table is None else table.to_dict(), scoring=ranking.scoring,
-        block_scores=_scores_of(ranking, run.actions, "blocks"), recoverability=ranking.block_recoverability,
-        recoverability_cached=ranking.cached,
-        channel_scores=_scores_of(ranking, run.actions, "filters"),
-        basis_scores=_scores_of(ranking, run.actions, "basis"),
+        cut_scores={m: _scores_of(ranking, run.actions, m) for m in run.methods},
+        recoverability=ranking.block_recoverability, recoverability_cached=ranking.cached,
         ranking=[a.id for a in outcome.selection.ranked or ranking.ranked],
         single_cut_ranking=ranking.single_cut_ranking, unscored=ranking.unscored,
         selection=outcome.selection.to_dict(), dropped=outcome.selection.dropped,

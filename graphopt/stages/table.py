@@ -12,7 +12,7 @@ from __future__ import annotations
 from graphopt.errors import TargetUnreachable
 from graphopt.selection import LatencyTable, check_reachable, latency_table
 from graphopt.settings import AccelerateSettings
-from graphopt.stages.discover import describe_actions
+from graphopt.methods.registry import describe
 from graphopt.stages.rank import Ranking, timing_order
 from graphopt.stages.state import Run, say
 
@@ -31,7 +31,7 @@ def build_table(run: Run, ranking: Ranking) -> tuple[LatencyTable, float | None]
     """The latency table and the target ratio; TargetUnreachable when every cut at once misses the target."""
     settings, order = run.settings, timing_order(run.actions, ranking)
     with run.stages("latency table"):
-        say(run.quiet, f"timing {describe_actions(run.actions)} on {run.backend.name} at batch {settings.batch}, "
+        say(run.quiet, f"timing {describe(run.actions)} on {run.backend.name} at batch {settings.batch}, "
                        f"the cuts a plan would take first")
         table = latency_table(run.backend, run.planner, order, run.quiet, start=run.int8,
                               enough=lambda partial: _enough(settings, partial) or run.search_over())
