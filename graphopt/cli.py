@@ -156,7 +156,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     models = [load_model(args.model)] + ([load_model(args.model2)] if args.model2 else [])
     calibration = None
     if args.calib:
-        from graphopt.calibration.dataset import load_calibration
+        from graphopt.calibration.data.dataset import load_calibration
         calibration = load_calibration(args.calib, models[0])
     backend = backend_from_args(args, models, calibration)
     stats = backend.measure_many(models)

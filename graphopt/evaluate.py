@@ -3,7 +3,7 @@
 Why: accelerate can only measure agreement with the original on a few held-out calibration images, but what decides
 whether a faster ImageNet model is good enough is its labelled accuracy on photos calibration never saw, with an
 interval that says whether a difference is real. This scores every model on the same images, decoded and
-preprocessed exactly as accelerate prepares calibration images (calibration/images.py, calibration/preprocess.py),
+preprocessed exactly as accelerate prepares calibration images (calibration/data/images.py, calibration/data/preprocess.py),
 and run on onnxruntime (CPU), so a user can check what accelerate gave them with the preprocessing options they gave
 accelerate.
 
@@ -25,8 +25,8 @@ import onnxruntime as ort
 import torch
 from tqdm.auto import tqdm
 
-from graphopt.calibration.images import Folder, decode_rgb, read_sample, scan
-from graphopt.calibration.preprocess import Preprocess, input_dims
+from graphopt.calibration.data.images import Folder, decode_rgb, read_sample, scan
+from graphopt.calibration.data.preprocess import Preprocess, input_dims
 from graphopt.errors import GraphoptError, first_line
 from graphopt.labels import resolve_labels
 from graphopt.model_io import load_model

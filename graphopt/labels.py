@@ -12,7 +12,7 @@ import posixpath
 import re
 from pathlib import Path
 
-from graphopt.calibration.images import Folder
+from graphopt.calibration.data.images import Folder
 from graphopt.errors import GraphoptError, first_line
 
 WNID = re.compile(r"n\d{8}")

@@ -31,7 +31,7 @@ def runtime_calibration(runtime: str, precision: str, calibration):
     nothing (onnxruntime's INT8 is written into the graph from the set itself, by `Int8Timing` and the result)."""
     if runtime != "tensorrt" or precision != "int8" or calibration is None:
         return None
-    from graphopt.calibration.dataset import tensorrt_batches
+    from graphopt.calibration.data.dataset import tensorrt_batches
     return tensorrt_batches(calibration)
 
 
@@ -46,7 +46,7 @@ class Int8Timing(LatencyBackend):
 
     def __init__(self, inner: LatencyBackend, calibration, reference: onnx.ModelProto | None = None,
                  timing_samples: int | None = None):
-        from graphopt.calibration.quantize import TIMING_SAMPLES
+        from graphopt.calibration.quantize.static import TIMING_SAMPLES
         super().__init__(inner.settings)
         self.inner = inner
         self.calibration = calibration
@@ -59,7 +59,7 @@ class Int8Timing(LatencyBackend):
         return self.inner.load(self.int8_form(model))
 
     def int8_form(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        from graphopt.calibration.quantize import is_quantized, quantize_int8
+        from graphopt.calibration.quantize.static import is_quantized, quantize_int8
         key = model_digest(model)
         if is_quantized(model) or key == self._reference:
             return model

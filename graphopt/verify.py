@@ -20,7 +20,7 @@ def check_valid(model: onnx.ModelProto) -> None:
 
 def check_recovered(original: onnx.ModelProto, recovered, images: torch.Tensor, threads: int | None) -> None:
     """Refuse a written-back model that differs from the PyTorch student it was trained as."""
-    from graphopt.calibration.teacher import Teacher
+    from graphopt.calibration.bridge.teacher import Teacher
     model, student = recovered.model, recovered.student
     check_valid(model)
     outputs = [o.name for o in model.graph.output]
@@ -60,7 +60,7 @@ def class_scores_of(model: onnx.ModelProto, images: torch.Tensor, threads: int |
                     output: str | None = None) -> torch.Tensor | None:
     """`model`'s first output (or `output`) on `images`, run in onnxruntime; None when it is not a vector of class
     scores per image."""
-    from graphopt.calibration.teacher import Teacher
+    from graphopt.calibration.bridge.teacher import Teacher
     name = output or model.graph.output[0].name
     scores = Teacher(model, [name], threads)(images)[name]
     return scores if scores.dim() == 2 and scores.shape[1] >= 2 else None

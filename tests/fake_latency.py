@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from graphopt.calibration.quantize import is_quantized
+from graphopt.calibration.quantize.static import is_quantized
 from graphopt.macs import model_macs
 from graphopt.runtime.base import LatencyBackend, Runner, TimingRun, TimingSettings
 from graphopt.shapes import infer_shapes

@@ -9,10 +9,10 @@ import torch
 
 import graphopt
 from graphopt.blocks import find_blocks
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.mimic import MimicSettings
-from graphopt.calibration.recovery import recover
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.recovery.mimic import MimicSettings
+from graphopt.calibration.recovery.recover import recover
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
 from graphopt.features import feature_tensors

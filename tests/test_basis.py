@@ -8,9 +8,9 @@ import onnx
 import pytest
 import torch
 
-from graphopt.calibration.basis import fitted_bases
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.scoring.fitted_bases import fitted_bases
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.methods import Action
 from graphopt.methods.basis import basis_actions, decomposable_nodes
 from graphopt.passes import Basis, decompose_conv

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 import torch
 
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.features import feature_tensors
 from tools import bench_recovery_speed as rs
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from graphopt.calibration import converters
-from graphopt.calibration.bridge import to_torch, write_back
+from graphopt.calibration.bridge import converters
+from graphopt.calibration.bridge.onnx_torch import to_torch, write_back
 from graphopt.errors import GraphoptError
 from tests import zoo
 

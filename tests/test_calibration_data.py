@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.preprocess import NORM_PRESETS, Preprocess
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.data.preprocess import NORM_PRESETS, Preprocess
 from graphopt.errors import GraphoptError
 
 RNG = np.random.default_rng(0)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from graphopt.calibration import images
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.images import MAX_FILE_BYTES, MAX_PIXELS, load_arrays, load_images, scan
-from graphopt.calibration.preprocess import Preprocess
+from graphopt.calibration.data import images
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.data.images import MAX_FILE_BYTES, MAX_PIXELS, load_arrays, load_images, scan
+from graphopt.calibration.data.preprocess import Preprocess
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
 from tests import zoo
@@ -220,8 +220,8 @@ def test_a_png_with_short_image_data_does_not_end_the_process(tmp_path):
     ihdr = struct.pack(">IIBBBBB", 100, 100, 8, 2, 0, 0, 0)
     (folder / "short.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", row)
                                        + _chunk(b"IEND", b""))
-    code = ("import sys; from graphopt.calibration.images import load_images, scan; "
-            "from graphopt.calibration.preprocess import Preprocess; "
+    code = ("import sys; from graphopt.calibration.data.images import load_images, scan; "
+            "from graphopt.calibration.data.preprocess import Preprocess; "
             "print(load_images(scan(sys.argv[1]), Preprocess((16, 16))).files)")
     done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "('short.png',)" in done.stdout, done.stderr

@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from graphopt.calibration.bridge import to_torch
+from graphopt.calibration.bridge.onnx_torch import to_torch
 from graphopt.channels import find_channel_groups
 from graphopt.errors import GraphoptError
 from graphopt.passes import prune_channels

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from graphopt.calibration.dataset import load_calibration
+from graphopt.calibration.data.dataset import load_calibration
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
 from graphopt.evaluate import evaluate, format_table, wilson

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torchvision
 
-from graphopt.calibration.bridge import to_torch
+from graphopt.calibration.bridge.onnx_torch import to_torch
 from graphopt.cli import main
 from graphopt.model_io import supported_opsets
 from tests import zoo

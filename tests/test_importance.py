@@ -6,10 +6,10 @@ import onnx
 import pytest
 import torch
 
-from graphopt.calibration.dagger import dagger_order, weight_descriptors
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.gates import gated_graph
-from graphopt.calibration.taylor import taylor_order
+from graphopt.calibration.scoring.dagger import dagger_order, weight_descriptors
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.scoring.gates import gated_graph
+from graphopt.calibration.scoring.taylor import taylor_order
 from graphopt.channels import find_channel_groups
 from graphopt.channels.importance import l1_order
 from graphopt.features import feature_tensors

@@ -71,8 +71,8 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_walk_sees_the_packages_as_installed():
     graph = _graph(top_level_only=True)
-    assert "graphopt.passes.drop_blocks" in graph and "graphopt.calibration.student" in graph
-    assert "graphopt.subgraph" in graph["graphopt.calibration.student"]
+    assert "graphopt.passes.drop_blocks" in graph and "graphopt.calibration.bridge.student" in graph
+    assert "graphopt.subgraph" in graph["graphopt.calibration.bridge.student"]
 
 
 def test_no_module_level_import_cycle():

@@ -10,10 +10,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.int8_recovery import INT8_LR_CANDIDATES, PerChannelInt8, recover_int8
-from graphopt.calibration.mimic import MimicSettings
-from graphopt.calibration.quantize import is_quantized, quantize_int8
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.quantize.int8_recovery import INT8_LR_CANDIDATES, PerChannelInt8, recover_int8
+from graphopt.calibration.recovery.mimic import MimicSettings
+from graphopt.calibration.quantize.static import is_quantized, quantize_int8
 from graphopt.cli import main
 from graphopt.errors import GraphoptError
 from graphopt.macs import model_macs

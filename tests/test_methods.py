@@ -6,10 +6,10 @@ import onnx
 import pytest
 import torch
 
-from graphopt.calibration.cut_scores import kl_divergence
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.refit import consumer_statistics, refit
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.scoring.cut_scores import kl_divergence
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.scoring.refit import consumer_statistics, refit
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.errors import GraphoptError
 from graphopt.features import feature_tensors
 from graphopt.methods import Action

@@ -3,7 +3,7 @@ import time
 
 import torch
 
-from graphopt.calibration.mimic import MimicSettings, mimic, minibatches
+from graphopt.calibration.recovery.mimic import MimicSettings, mimic, minibatches
 
 
 def _problem(seed: int = 0):

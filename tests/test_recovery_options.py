@@ -5,9 +5,9 @@ import onnx
 from onnx import numpy_helper
 
 from graphopt.blocks import find_blocks
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.mimic import MimicSettings
-from graphopt.calibration.recovery import recover
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.recovery.mimic import MimicSettings
+from graphopt.calibration.recovery.recover import recover
 from graphopt.features import feature_tensors
 from graphopt.methods import Planner
 from graphopt.methods.blocks import block_actions

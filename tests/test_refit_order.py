@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.refit import Consumer, _solve, consumer_statistics
-from graphopt.calibration.refit_order import _eliminate, reader_of, refit_order
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.scoring.refit import Consumer, _solve, consumer_statistics
+from graphopt.calibration.scoring.refit_order import _eliminate, reader_of, refit_order
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.channels import find_channel_groups
 from graphopt.channels.importance import l1_order
 from graphopt.methods import Action
-from graphopt.calibration.cut_scores import refitter
+from graphopt.calibration.scoring.cut_scores import refitter
 from tests import zoo
 from tests.helpers import planner_for
 
@@ -41,8 +41,8 @@ def _refit_error(consumer: Consumer, kept: np.ndarray) -> float:
 @pytest.mark.parametrize("kernel, bias", [((1, 1), False), ((3, 3), True)])
 def test_closed_form_cost_is_the_rise_in_refit_error(kernel, bias, monkeypatch):
     # the ridge both solve with shifts either figure by its own small amount: without it they must agree exactly
-    monkeypatch.setattr("graphopt.calibration.refit.RIDGE", 1e-10)
-    monkeypatch.setattr("graphopt.calibration.refit_order.RIDGE", 1e-10)
+    monkeypatch.setattr("graphopt.calibration.scoring.refit.RIDGE", 1e-10)
+    monkeypatch.setattr("graphopt.calibration.scoring.refit_order.RIDGE", 1e-10)
     rng = np.random.default_rng(0)
     channels, taps = 6, int(np.prod(kernel))
     mixing = np.eye(channels * taps) + 0.3 * rng.normal(size=(channels * taps, channels * taps))  # correlated

@@ -22,7 +22,7 @@ import torch
 
 import graphopt.pipeline
 from graphopt.cache import ScoreCache
-from graphopt.calibration.recoverability import Recoverability
+from graphopt.calibration.recovery.recoverability import Recoverability
 from graphopt.cli import main
 from tests import zoo
 from tests.test_bad_inputs import FAST, _snapshot

@@ -16,7 +16,7 @@ from onnx import helper
 
 import graphopt.shapes
 from graphopt.blocks import find_blocks
-from graphopt.calibration.bridge import to_torch, write_back
+from graphopt.calibration.bridge.onnx_torch import to_torch, write_back
 from graphopt.errors import GraphoptError
 from graphopt.features import feature_tensors
 from graphopt.passes import drop_blocks

@@ -13,8 +13,8 @@ import torch
 from onnx import helper
 from PIL import Image
 
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.dataset import tensorrt_batches
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.data.dataset import tensorrt_batches
 from graphopt.runtime.trt_calibration import calibration_cache_file
 from graphopt.cli import main
 from graphopt.errors import GraphoptError

@@ -18,9 +18,9 @@ from pathlib import Path
 import onnx
 import torch
 
-from graphopt.calibration.basis import fitted_bases
-from graphopt.calibration.cut_scores import PlanError, score_cuts
-from graphopt.calibration.dataset import load_calibration
+from graphopt.calibration.scoring.fitted_bases import fitted_bases
+from graphopt.calibration.scoring.cut_scores import PlanError, score_cuts
+from graphopt.calibration.data.dataset import load_calibration
 from graphopt.features import feature_tensors
 from graphopt.machine import machine
 from graphopt.methods import Planner

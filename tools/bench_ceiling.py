@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from graphopt.calibration.cut_scores import refitter
+from graphopt.calibration.scoring.cut_scores import refitter
 from graphopt.machine import cpu_name
 from graphopt.stages.rank import rerank_by_plan
 from graphopt.selection import latency_table, predicted_ratio

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphopt.calibration.dataset import load_calibration
+from graphopt.calibration.data.dataset import load_calibration
 from graphopt.evaluate import evaluate
 from graphopt.machine import cpu_name
 from graphopt.model_io import load_model

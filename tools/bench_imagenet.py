@@ -86,8 +86,8 @@ def check_views(evaluation: EvalSet, size: int, count: int = CHECK_IMAGES) -> np
     so the export is checked on exactly what the table scores."""
     import torch
 
-    from graphopt.calibration.images import decode_rgb, read_limited
-    from graphopt.calibration.preprocess import NORM_PRESETS, Preprocess
+    from graphopt.calibration.data.images import decode_rgb, read_limited
+    from graphopt.calibration.data.preprocess import NORM_PRESETS, Preprocess
 
     mean, std = NORM_PRESETS[input_spec(size)["preset"]]
     prep = Preprocess(size=(size, size), mean=mean, std=std)

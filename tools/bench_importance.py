@@ -20,12 +20,12 @@ import numpy as np
 import onnx
 import torch
 
-from graphopt.calibration.dagger import dagger_order
-from graphopt.calibration.dataset import load_calibration
-from graphopt.calibration.cut_scores import PlanError, refitter, score_cuts
-from graphopt.calibration.refit import consumer_statistics
-from graphopt.calibration.refit_order import refit_order
-from graphopt.calibration.taylor import taylor_order
+from graphopt.calibration.scoring.dagger import dagger_order
+from graphopt.calibration.data.dataset import load_calibration
+from graphopt.calibration.scoring.cut_scores import PlanError, refitter, score_cuts
+from graphopt.calibration.scoring.refit import consumer_statistics
+from graphopt.calibration.scoring.refit_order import refit_order
+from graphopt.calibration.scoring.taylor import taylor_order
 from graphopt.channels import find_channel_groups
 from graphopt.channels.importance import l1_order
 from graphopt.features import feature_tensors

@@ -3,7 +3,7 @@ beside the floor this machine's measured arithmetic throughput sets, and where a
 
 Why (issue 23): recovery is where quality comes back, and on Lite2 a 10-minute run left it tens of steps. How far
 a step is from what the machine can do is a number to know before making steps cheaper. One step here is what
-recovery runs: the student (the pruned model after its first cut, converted by onnx2torch, `calibration/student.py`)
+recovery runs: the student (the pruned model after its first cut, converted by onnx2torch, `calibration/bridge/student.py`)
 forward on a batch of the cut tensor, the relative feature error against the teacher's features, backward, one Adam
 update of the weights the features depend on. The native row does the same in the authors' PyTorch modules with
 the same weights and the same blocks replaced by identities (BatchNorm unfolded and in eval mode there, folded into
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from graphopt.blocks import find_blocks
-from graphopt.calibration.mimic import feature_error
-from graphopt.calibration.student import Student, build_student
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.recovery.mimic import feature_error
+from graphopt.calibration.bridge.student import Student, build_student
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.features import feature_tensors
 from graphopt.machine import machine, versions
 from graphopt.macs import model_macs
@@ -136,7 +136,7 @@ def native_student(name: str, dropped: list[str]):
 def overheads(name: str, model, student: Student, features: list[str], data, threads: int) -> dict:
     """Per-step seconds of what surrounds a step in recovery: each epoch's augmentation and teacher pass over the
     80 training images (5 steps of 16), and the held-out evaluation of 20 images every 20 steps."""
-    from graphopt.calibration.dataset import load_calibration
+    from graphopt.calibration.data.dataset import load_calibration
     from tools.effnet_lite import SIZES
     if data is None:
         return {}

@@ -20,8 +20,8 @@ import itertools
 import numpy as np
 
 from graphopt.blocks import find_blocks
-from graphopt.calibration.cut_scores import PlanError
-from graphopt.calibration.dataset import load_calibration
+from graphopt.calibration.scoring.cut_scores import PlanError
+from graphopt.calibration.data.dataset import load_calibration
 from graphopt.features import class_scores, feature_tensors
 from graphopt.machine import cpu_name
 from graphopt.methods import Planner

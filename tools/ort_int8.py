@@ -43,7 +43,7 @@ def quantize_static_baseline(model: onnx.ModelProto, images: np.ndarray) -> onnx
 
 def folder_images(model: onnx.ModelProto, folder: Path, preset: str, resize: str) -> np.ndarray:
     """The folder's images preprocessed for `model` (graphopt's decoder, so both sides see identical inputs)."""
-    from graphopt.calibration.dataset import load_calibration
+    from graphopt.calibration.data.dataset import load_calibration
     return load_calibration(folder, model, norm=preset, resize=resize).tensors().numpy()
 
 

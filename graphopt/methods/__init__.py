@@ -3,7 +3,7 @@ basis (split a conv through fewer bases of its output space), each a `Method` in
 registry (methods/registry.py).
 
 Each method contributes discovery of its actions, the passes that apply them (through `Planner`), and how its
-actions are scored on the calibration set (calibration/recoverability.py, calibration/cut_scores.py).
+actions are scored on the calibration set (calibration/recovery/recoverability.py, calibration/scoring/cut_scores.py).
 """
 
 from graphopt.methods.action import Action

@@ -109,7 +109,7 @@ class BasisMethod(Method):
         with found.clock("bases"):
             actions = basis_actions(found.model, found.shapes)
             if actions:
-                from graphopt.calibration.basis import fitted_bases
+                from graphopt.calibration.scoring.fitted_bases import fitted_bases
                 # kept by output energy: on Lite0 that beat Taylor order (docs/studies/basis_lite0.md)
                 found.bases = fitted_bases(found.model, sorted({a.target for a in actions}), found.train.tensors(),
                                            threads=found.settings.threads, seed=found.settings.seed)

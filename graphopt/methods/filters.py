@@ -48,15 +48,15 @@ def channel_orders(found: Discovery) -> tuple[dict[str, np.ndarray], dict | None
     if settings.importance == "l1" or not channels.prunable:
         return l1_order(model, channels), None
     if settings.importance in ("taylor", "refit"):  # refit falls back on taylor for groups no refit reads
-        from graphopt.calibration.taylor import taylor_order
+        from graphopt.calibration.scoring.taylor import taylor_order
         orders = taylor_order(model, channels, scores, train.tensors()) if scores else l1_order(model, channels)
         if settings.importance == "taylor":
             return orders, None
-        from graphopt.calibration.refit import consumer_statistics
-        from graphopt.calibration.refit_order import refit_order
+        from graphopt.calibration.scoring.refit import consumer_statistics
+        from graphopt.calibration.scoring.refit_order import refit_order
         consumers = consumer_statistics(model, channels, train.tensors(), settings.threads, settings.seed)
         return refit_order(channels, consumers, orders), consumers
-    from graphopt.calibration.dagger import dagger_order
+    from graphopt.calibration.scoring.dagger import dagger_order
     share = min(0.95, max(0.3, settings.target_latency or 0.8))
     return dagger_order(model, found.shapes, channels, found.features, train, share,
                         DAGGER_SHARE * 60 * settings.time_budget, settings.batch_size, settings.seed,

@@ -1,6 +1,6 @@
 """TensorRT's INT8 entropy calibration from batches of model inputs, whatever made them: the runtime needs only the
 input's name, equal batches and a fingerprint of the data (`CalibrationBatches`); graphopt's calibration set makes
-them (calibration/dataset.py `tensorrt_batches`), so one small image folder serves both block selection and
+them (calibration/data/dataset.py `tensorrt_batches`), so one small image folder serves both block selection and
 quantisation without the runtime depending on the training side. Importable without TensorRT: the calibrator
 class is made on demand."""
 from __future__ import annotations

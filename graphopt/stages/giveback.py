@@ -85,7 +85,7 @@ def restore(run: Run, plan: list[Action], recovered: onnx.ModelProto) -> onnx.Mo
         if other is not None and list(other.dims) == list(tensor.dims) and other.data_type == tensor.data_type:
             tensor.CopyFrom(other)
     if run.int8 is not None:
-        from graphopt.calibration.quantize import quantize_int8
+        from graphopt.calibration.quantize.static import quantize_int8
         model = quantize_int8(model, run.train)
     check_valid(model)
     return model

@@ -30,7 +30,7 @@ def load(model, example_input, calib, settings: AccelerateSettings, quiet: bool)
     """The model and its calibration images; warns when too few held-out files make agreement unreliable."""
     original = _as_onnx(model, example_input)
     input_shapes = checked_input_shapes(original, settings.input_shapes)
-    from graphopt.calibration.dataset import load_calibration
+    from graphopt.calibration.data.dataset import load_calibration
     calibration = load_calibration(calib, original, **_preprocess(settings, original, input_shapes))
     train, held = calibration.split(settings.holdout, settings.seed)
     if held.sources() < RELIABLE_HELD_OUT_FILES and not quiet:

@@ -29,7 +29,7 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
                                                                      loaded.calibration))
     int8 = None
     if quantize:
-        from graphopt.calibration.quantize import quantize_int8
+        from graphopt.calibration.quantize.static import quantize_int8
         with clock("quantize"):
             say(quiet, f"quantizing the original to INT8 on {len(loaded.train)} calibration images")
             int8 = quantize_int8(loaded.original, loaded.train)

@@ -67,7 +67,7 @@ def score(run: Run) -> Ranking:
     cuts = [a for a in run.actions if by_kl or not method(a.method).scored_with_adaptors]
     ranking = Ranking([], "kl" if by_kl else "recoverability", count=settings.drop)
     if cuts:
-        from graphopt.calibration.cut_scores import PlanError, score_cuts
+        from graphopt.calibration.scoring.cut_scores import PlanError, score_cuts
         with run.stages("cut scores"):
             ranking.plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
                                            _scoring_images(run, by_kl), settings.threads, logits)
@@ -135,8 +135,8 @@ def _scoring_images(run: Run, by_kl: bool):
 def _recoverability(original, droppable: list[Block], features, train, held, settings: AccelerateSettings,
                     quiet: bool, seconds: float) -> tuple[dict[str, dict], bool]:
     """Scores per block, from the cache or trained for up to `seconds` each."""
-    from graphopt.calibration.mimic import MimicSettings
-    from graphopt.calibration.recoverability import Recoverability, score_blocks
+    from graphopt.calibration.recovery.mimic import MimicSettings
+    from graphopt.calibration.recovery.recoverability import Recoverability, score_blocks
     key = cache_key(original.SerializeToString(), train.fingerprint(), held.fingerprint(), __version__,
                     {"features": features, "iterations": settings.score_iterations, "lr": ADAPTOR_LR,
                      "batch_size": settings.batch_size, "seed": settings.seed})

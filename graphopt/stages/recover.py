@@ -99,8 +99,8 @@ def _recover_until_met(run: Run, table, selection: Selection, target: float | No
 def _recover(run: Run, plan: list[Action]):
     """The plan applied, consumers of pruned channels refit in closed form, then distillation recovery of
     everything after the first change."""
-    from graphopt.calibration.mimic import MimicSettings
-    from graphopt.calibration.recovery import recover
+    from graphopt.calibration.recovery.mimic import MimicSettings
+    from graphopt.calibration.recovery.recover import recover
     settings = run.settings
     pruned = run.apply(plan)
     probes = () if settings.lr else LR_CANDIDATES

@@ -60,7 +60,7 @@ class Run:
     def consumers(self) -> dict:
         """Input statistics of every consumer of a prunable channel group (gathered once, on the training images)."""
         if self.consumer_stats is None:
-            from graphopt.calibration.refit import consumer_statistics
+            from graphopt.calibration.scoring.refit import consumer_statistics
             self.consumer_stats = consumer_statistics(self.original, self.channels, self.train.tensors(),
                                                       self.settings.threads, self.settings.seed)
         return self.consumer_stats
@@ -69,7 +69,7 @@ class Run:
         """The plan applied as recovery trains it: consumers of pruned channels refit in closed form first."""
         refit = None
         if self.planner.keep(plan):
-            from graphopt.calibration.cut_scores import refitter
+            from graphopt.calibration.scoring.cut_scores import refitter
             refit = refitter(self.planner, self.consumers())
         return self.planner.apply(plan, refit=refit)
 
@@ -92,7 +92,7 @@ class Run:
         after few-shot INT8 recovery (unless switched off); with what INT8 recovery measured."""
         if self.int8 is None:
             return model, None
-        from graphopt.calibration.quantize import quantize_int8
+        from graphopt.calibration.quantize.static import quantize_int8
         recovered = None
         if self.settings.int8_recovery:
             with self.stages("int8 recovery"):
@@ -105,8 +105,8 @@ class Run:
             "steps": recovered.result.steps, "lr": recovered.lr}
 
     def _recover_int8(self, model: onnx.ModelProto):
-        from graphopt.calibration.int8_recovery import recover_int8
-        from graphopt.calibration.mimic import MimicSettings
+        from graphopt.calibration.quantize.int8_recovery import recover_int8
+        from graphopt.calibration.recovery.mimic import MimicSettings
         settings = self.settings
         seconds = self.seconds_left(FINAL_RESERVE) / 1.2  # two learning-rate probes take a tenth each
         say(self.quiet, f"INT8 recovery for up to {seconds:.0f} s")

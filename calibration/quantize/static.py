@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from graphopt.calibration.dataset import CalibrationSet
+from graphopt.calibration.data.dataset import CalibrationSet
 from graphopt.errors import GraphoptError, first_line
 
 # Latency does not depend on the scales, so a variant quantized only to be timed is calibrated on a few samples.

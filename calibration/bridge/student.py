@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import torch
 
-from graphopt.calibration.bridge import TorchGraph, to_torch
+from graphopt.calibration.bridge.onnx_torch import TorchGraph, to_torch
 from graphopt.folding import fold_constants
 from graphopt.passes import apply_passes
 from graphopt.passes.insert_adaptors import InsertAdaptors

@@ -12,7 +12,7 @@ import onnx
 import torch
 from torch.nn import functional as F
 
-from graphopt.calibration.gates import gated_graph
+from graphopt.calibration.scoring.gates import gated_graph
 from graphopt.channels import ChannelAnalysis
 from graphopt.errors import GraphoptError
 

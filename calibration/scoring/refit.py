@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from graphopt.channels import ChannelAnalysis
 from graphopt.channels.context import constant_values
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.bridge.teacher import Teacher
 
 POSITIONS_PER_IMAGE = 1024  # patches sampled per image and consumer: enough rows for the widest consumers
 RIDGE = 1e-3  # λ relative to the mean diagonal of Σ[K, K]

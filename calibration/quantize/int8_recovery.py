@@ -16,10 +16,10 @@ import onnx
 import torch
 from torch.nn.utils import parametrize
 
-from graphopt.calibration.dataset import CalibrationSet
-from graphopt.calibration.mimic import MimicResult, MimicSettings
-from graphopt.calibration.recovery import train_student
-from graphopt.calibration.student import build_student
+from graphopt.calibration.data.dataset import CalibrationSet
+from graphopt.calibration.recovery.mimic import MimicResult, MimicSettings
+from graphopt.calibration.recovery.recover import train_student
+from graphopt.calibration.bridge.student import build_student
 from graphopt.runtime.inputs import runtime_inputs
 
 # Adam steps for weights already close to right: small, and probed (lowest held-out error after a short run).

@@ -16,10 +16,10 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from graphopt.calibration.dataset import CalibrationSet
-from graphopt.calibration.gates import gated_graph
-from graphopt.calibration.mimic import feature_error
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.data.dataset import CalibrationSet
+from graphopt.calibration.scoring.gates import gated_graph
+from graphopt.calibration.recovery.mimic import feature_error
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.channels import ChannelAnalysis
 from graphopt.channels.context import constant_values
 from graphopt.channels.importance import mac_terms

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import torch
 
-from graphopt.calibration.refit import patch_statistics
-from graphopt.calibration.taylor import taylor_order
+from graphopt.calibration.scoring.refit import patch_statistics
+from graphopt.calibration.scoring.taylor import taylor_order
 from graphopt.channels import find_channel_groups
 from graphopt.passes import FULL_RANK, Basis, decompose_conv
 from graphopt.passes.decompose_conv import head_name

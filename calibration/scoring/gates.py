@@ -13,7 +13,7 @@ import onnx
 import torch
 from torch.nn.utils import parametrize
 
-from graphopt.calibration.bridge import TorchGraph, to_torch
+from graphopt.calibration.bridge.onnx_torch import TorchGraph, to_torch
 from graphopt.channels import ChannelAnalysis
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import torch
 
-from graphopt.calibration.images import listing, load_arrays, load_images, scan
-from graphopt.calibration.preprocess import Preprocess, input_dims
+from graphopt.calibration.data.images import listing, load_arrays, load_images, scan
+from graphopt.calibration.data.preprocess import Preprocess, input_dims
 from graphopt.errors import GraphoptError
 from graphopt.model_io import load_model
 from graphopt.runtime.inputs import input_dtype, runtime_inputs

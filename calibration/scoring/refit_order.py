@@ -1,7 +1,7 @@
 """Channel order by what the least-squares refit cannot restore: the channels given up first are those whose
 contribution the kept channels predict best.
 
-Pruned channels are recovered by re-solving their consumers from the channels kept (calibration/refit.py). A
+Pruned channels are recovered by re-solving their consumers from the channels kept (calibration/scoring/refit.py). A
 criterion that ranks channels one at a time (L1 norm, Taylor) does not know that: it may keep two channels that
 say the same thing and give up one that nothing else can stand in for. This order is the refit's own error,
 minimised greedily: starting from every channel, the channels whose removal raises the consumers' error after the
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphopt.channels import ChannelAnalysis
-from graphopt.calibration.refit import RIDGE, Consumer
+from graphopt.calibration.scoring.refit import RIDGE, Consumer
 
 STEPS = 64  # removal steps per group: a group gives up size / STEPS channels per step (at least one)
 

@@ -25,7 +25,7 @@ from onnx2torch.utils.safe_shape_inference import safe_shape_inference
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from graphopt.calibration.converters import prepare
+from graphopt.calibration.bridge.converters import prepare
 from graphopt.errors import GraphoptError, first_line
 
 # Converters that move initializers into a module (Conv, ConvTranspose, Gemm, LayerNormalization,

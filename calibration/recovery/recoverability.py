@@ -16,9 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from graphopt.blocks import Block
-from graphopt.calibration.mimic import MimicSettings, mimic, minibatches
-from graphopt.calibration.student import build_student, device
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.recovery.mimic import MimicSettings, mimic, minibatches
+from graphopt.calibration.bridge.student import build_student, device
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.passes import drop_blocks
 
 

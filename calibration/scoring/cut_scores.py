@@ -9,9 +9,9 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from graphopt.calibration.mimic import feature_error
-from graphopt.calibration.refit import Consumer, refit
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.recovery.mimic import feature_error
+from graphopt.calibration.scoring.refit import Consumer, refit
+from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.methods.action import Action
 from graphopt.methods.plan import Planner
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 import onnx
 import torch
 
-from graphopt.calibration.bridge import write_back
-from graphopt.calibration.dataset import CalibrationSet
-from graphopt.calibration.mimic import Batch, MimicResult, MimicSettings, choose_lr, mimic, minibatches
-from graphopt.calibration.student import Student, build_student, device
-from graphopt.calibration.teacher import Teacher
+from graphopt.calibration.bridge.onnx_torch import write_back
+from graphopt.calibration.data.dataset import CalibrationSet
+from graphopt.calibration.recovery.mimic import Batch, MimicResult, MimicSettings, choose_lr, mimic, minibatches
+from graphopt.calibration.bridge.student import Student, build_student, device
+from graphopt.calibration.bridge.teacher import Teacher
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as F
 
-from graphopt.calibration.preprocess import Preprocess
+from graphopt.calibration.data.preprocess import Preprocess
 from graphopt.errors import GraphoptError
 from graphopt.runtime.inputs import check_input_bytes
 

@@ -1,0 +1,1 @@
+"""ONNX <-> PyTorch: onnx2torch with graphopt's converters, the student and the teacher."""

@@ -1,0 +1,1 @@
+"""Calibration images: reading and decoding files, preprocessing, the calibration set."""

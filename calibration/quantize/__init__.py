@@ -1,0 +1,1 @@
+"""INT8 on onnxruntime: static quantization and INT8 recovery."""

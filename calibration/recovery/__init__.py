@@ -1,0 +1,1 @@
+"""Training on the calibration images: feature mimicking, recovery, recoverability (PRACTISE)."""
