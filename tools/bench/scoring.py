@@ -7,7 +7,7 @@ class scores from the original's on the held-out calibration images and three au
 images (agreement on unseen photos for Lite0). The table gives each measure's rank correlation with that quality
 and the plan each would pick among those removing at least --min-macs of the multiply-adds.
 
-    python -m tools.bench_scoring --bench lite0 --out docs/studies/scoring_lite0.md
+    python -m tools.bench.scoring --bench lite0 --out docs/studies/scoring_lite0.md
 
 Writes --out (markdown) and its .json twin.
 """
@@ -29,10 +29,10 @@ from graphopt.methods.blocks import block_actions
 from graphopt.model_io import load_model
 from graphopt.passes import drop_blocks
 from graphopt.settings import KL_VIEWS
-from tools.baselines import STUDY_CALIBRATION, get_bench
-from tools.bench_common import bench_parser, run_cli, write_study
+from tools.bench.baselines import STUDY_CALIBRATION, get_bench
+from tools.bench.common import bench_parser, run_cli, write_study
 
-COMMAND = "python -m tools.bench_scoring"
+COMMAND = "python -m tools.bench.scoring"
 MEASURES = ("kl_held", "kl_all", "feature_held")
 
 

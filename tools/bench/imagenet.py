@@ -7,10 +7,10 @@ Why: agreement on a few unlabelled photos cannot say whether a faster ImageNet m
 top-1 on ILSVRC2012 validation photos calibration never saw, with a 95% interval, can (shared/benchmarks.md,
 sections 0 and 4). Every row is what a user would get: graphopt rows come from the real CLI (`graphopt accelerate`
 as a subprocess, its wall time, exit status and --report), the INT8 row from onnxruntime's own quantize_static
-(tools/ort_int8.py), and every latency is a ratio to the original timed side by side in one interleaved run.
+(tools/bench/ort_int8.py), and every latency is a ratio to the original timed side by side in one interleaved run.
 
-    python -m tools.bench_imagenet                         # all three models: hours (7 accelerate runs each)
-    python -m tools.bench_imagenet --models lite0 --skip-accelerate --eval-limit 100 --out /tmp/smoke.md
+    python -m tools.bench.imagenet                         # all three models: hours (7 accelerate runs each)
+    python -m tools.bench.imagenet --models lite0 --skip-accelerate --eval-limit 100 --out /tmp/smoke.md
 
 Data: `python -m tools.imagenet_data` (see `IMAGENET_DATA=DIR bash tools/install_bench_data.sh`) writes --data.
 """
@@ -32,14 +32,14 @@ import onnx
 from graphopt.errors import GraphoptError
 from graphopt.model_io import load_model
 from graphopt.runtime import TimingSettings, get_backend
-from tools.baselines import Bench, measure_rows, paired_timing
-from tools.bench_common import BenchDataMissing, cache_dir, run_cli, write_study
+from tools.bench.baselines import Bench, measure_rows, paired_timing
+from tools.bench.common import BenchDataMissing, cache_dir, run_cli, write_study
 from tools.effnet_lite import SIZES, input_spec, model_path
 from tools.imagenet_data import ACUITY_SIZES, INSTALL_HINT
 from tools.make_results import _ort_int8_variant, machine
 
-COMMAND = "python -m tools.bench_imagenet"
-REPO = Path(__file__).resolve().parent.parent
+COMMAND = "python -m tools.bench.imagenet"
+REPO = Path(__file__).resolve().parents[2]
 DATA = Path("/work/data/imagenet")
 TIMING = TimingSettings(batch=1, warmup=10, repeats=100)
 CHECK_IMAGES = 16  # evaluation photos the ONNX export is checked on against PyTorch
@@ -130,7 +130,7 @@ def labelled_quality(original: onnx.ModelProto, evaluation: EvalSet, preprocess:
 
 
 def imagenet_bench(name: str, path: Path, original: onnx.ModelProto, evaluation: EvalSet, data: Path) -> Bench:
-    """The model as a tools.baselines Bench, so rows are timed and scored by the shared `measure_rows`."""
+    """The model as a tools.bench.baselines Bench, so rows are timed and scored by the shared `measure_rows`."""
     spec = input_spec(SIZES[name])
     preprocess = {"norm": spec["preset"], "resize": spec["resize"]}
     return Bench(name, f"{TITLES[name]} ({SIZES[name]} px)", model_path=lambda: path,
@@ -424,7 +424,7 @@ def markdown(results: dict, plot_name: str) -> str:
              "one interleaved run (order alternating each round); p10–p90 are the row's percentiles over the "
              "original's median; `original-repeat` times the original against itself (the noise floor). "
              "`ort quantize_static`: onnxruntime's own static INT8 (QDQ, per-channel weights, uint8 activations) "
-             "on the same calibration images, as a user would run it (tools/ort_int8.py); its wall time includes "
+             "on the same calibration images, as a user would run it (tools/bench/ort_int8.py); its wall time includes "
              "decoding the images. `graphopt` rows: `graphopt accelerate MODEL --calib DIR -o OUT --norm tf "
              "--resize crop [--target-latency T] [--precision int8] --threads 1 --report R.json`; `graphopt "
              "default` is the command with no goal and no precision (the fastest model inside the default 1-point "

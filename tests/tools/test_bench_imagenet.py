@@ -1,4 +1,4 @@
-"""tools/bench_imagenet.py's pure parts on tiny fake inputs: INT8 targets from INT8 alone's ratio, the accelerate
+"""tools/bench/imagenet.py's pure parts on tiny fake inputs: INT8 targets from INT8 alone's ratio, the accelerate
 jobs, rows from a report (and from a run that missed its target), and the Markdown. No model is run."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from graphopt.errors import GraphoptError
-from tools import bench_imagenet as bi
+from tools.bench import imagenet as bi
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(exit_code: int, report: dict | None, wall: float = 61.0) -> dict:
@@ -113,7 +113,7 @@ def _results(limit: int | None = None) -> dict:
              "model": {"params": 4652008, "check": {"images": 16, "max_abs_diff": 3e-5, "top1_same": 1.0},
                        "input": {"crop": 224, "resize_short_side": 256}},
              "runtime": {"repeats": 100, "warmup": 10}, "load_average": {"before": [0.1, 0, 0], "after": [1.0, 0, 0]}}
-    return {"command": "python -m tools.bench_imagenet --models lite0",
+    return {"command": "python -m tools.bench.imagenet --models lite0",
             "machine": {"cpu": "Fake CPU", "logical_cpus": 2, "runtime": "onnxruntime 1.0 (CPUExecutionProvider)",
                         "python": "3.12", "onnx": "1", "torch": "2", "os": "Linux", "commit": "abc1234",
                         "generated": "2026-01-01 00:00 UTC"},
@@ -124,7 +124,7 @@ def _results(limit: int | None = None) -> dict:
 def test_markdown_starts_with_the_command_and_states_the_conditions():
     text = bi.markdown(_results(), "r.png")
     head = text.splitlines()[:8]
-    assert any(line == "Regenerate with `python -m tools.bench_imagenet --models lite0`" for line in head)
+    assert any(line == "Regenerate with `python -m tools.bench.imagenet --models lite0`" for line in head)
     assert "commit abc1234" in text and "Fake CPU" in text and "1 intra-op thread(s), no spinning" in text
     assert "**Timed with nothing else running on the machine.**" in text
     assert "smoke run" not in text and "![latency vs top-1](r.png)" in text
@@ -202,6 +202,6 @@ def test_run_accelerate_records_exit_status_and_report_and_reuses_only_the_same_
 
 
 def test_help_works():
-    out = subprocess.run([sys.executable, "-m", "tools.bench_imagenet", "--help"], cwd=REPO, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "tools.bench.imagenet", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "--int8-factors" in out.stdout and "--eval-limit" in out.stdout

@@ -2,7 +2,7 @@
 import json
 
 from graphopt.runtime import TimingSettings, get_backend
-from tools.bench_blocks import bench_architecture, export_torchvision, main, spread_subset
+from tools.bench.blocks import bench_architecture, export_torchvision, main, spread_subset
 
 
 def test_bench_architecture_structure(tmp_path):

@@ -3,8 +3,8 @@ and the joint search, each from the same calibration folders (several seeds), wi
 them (onnxruntime quantize_static on the same images; random blocks with the same recovery). Every model is timed
 against the original in its own interleaved run and scored on images the calibration never saw.
 
-    python -m tools.bench_methods --bench fmnist --target 0.7 --calib-size 100 --seeds 0 1 2
-    python -m tools.bench_methods --bench lite0 --target 0.8 --calib-size 64 --seeds 0 --variants blocks joint
+    python -m tools.bench.methods --bench fmnist --target 0.7 --calib-size 100 --seeds 0 1 2
+    python -m tools.bench.methods --bench lite0 --target 0.8 --calib-size 64 --seeds 0 --variants blocks joint
 
 Writes --out (markdown) and its .json twin.
 """
@@ -22,11 +22,11 @@ from graphopt.blocks import find_blocks
 from graphopt.errors import TargetUnreachable
 from graphopt.model_io import load_model
 from graphopt.pipeline import accelerate
-from tools.baselines import get_bench, measure_rows
-from tools.bench_common import run_cli, write_study
+from tools.bench.baselines import get_bench, measure_rows
+from tools.bench.common import run_cli, write_study
 from tools.make_results import _ort_int8_variant, machine
 
-COMMAND = "python -m tools.bench_methods"
+COMMAND = "python -m tools.bench.methods"
 VARIANTS = {
     "blocks": {"methods": ["blocks"]},
     "filters-l1": {"methods": ["filters"], "importance": "l1"},

@@ -11,8 +11,8 @@ settings are compared on what they produce; the give-back table is the exception
 on, `--keep-best`) beside the same command without the floor. The latency ratio is graphopt's own final measurement
 (its report), not a side-by-side timing against the other settings.
 
-    python -m tools.study_defaults_imagenet --models lite0                  # 8 accelerate runs, about 70 minutes
-    python -m tools.study_defaults_imagenet --models lite0 --eval-limit 50 --time-budget 2 --out /tmp/smoke.md
+    python -m tools.bench.defaults_imagenet --models lite0                  # 8 accelerate runs, about 70 minutes
+    python -m tools.bench.defaults_imagenet --models lite0 --eval-limit 50 --time-budget 2 --out /tmp/smoke.md
 """
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ from pathlib import Path
 
 from graphopt.errors import GraphoptError
 from graphopt.model_io import load_model
-from tools.bench_common import cache_dir, run_cli, write_study
-from tools.bench_imagenet import (DATA, REPO, TITLES, Job, accelerate_command, calib_folder, eval_set, export,
+from tools.bench.common import cache_dir, run_cli, write_study
+from tools.bench.imagenet import (DATA, REPO, TITLES, Job, accelerate_command, calib_folder, eval_set, export,
                                   labelled_quality, run_accelerate, status_of)
 from tools.effnet_lite import SIZES, input_spec
 from tools.make_results import machine
 
-COMMAND = "python -m tools.study_defaults_imagenet"
+COMMAND = "python -m tools.bench.defaults_imagenet"
 NO_FLOOR = ("--max-accuracy-drop", "none")
 
 

@@ -3,9 +3,9 @@ split removes, the share of latency it saves (measured on onnxruntime, each spli
 original as accelerate's latency table does), and the held-out feature error the split leaves with the weight's
 SVD basis and with the output basis fitted on the calibration images.
 
-    python -m tools.bench_basis --bench lite0 --out docs/studies/basis_lite0.md
-    python -m tools.bench_basis --bench fmnist --out docs/studies/basis_fmnist.md
-    python -m tools.bench_basis --torchvision resnet18 --out docs/studies/basis_resnet18.md   (untrained: latency only)
+    python -m tools.bench.basis --bench lite0 --out docs/studies/basis_lite0.md
+    python -m tools.bench.basis --bench fmnist --out docs/studies/basis_fmnist.md
+    python -m tools.bench.basis --torchvision resnet18 --out docs/studies/basis_resnet18.md   (untrained: latency only)
 
 Writes --out (markdown) and its .json twin.
 """
@@ -30,10 +30,10 @@ from graphopt.runtime import TimingSettings, get_backend
 from graphopt.selection import latency_table
 from graphopt.shapes import infer_shapes
 from graphopt.errors import GraphoptError
-from tools.baselines import study_inputs
-from tools.bench_common import bench_parser, cache_dir, export_torchscript, run_cli, write_study
+from tools.bench.baselines import study_inputs
+from tools.bench.common import bench_parser, cache_dir, export_torchscript, run_cli, write_study
 
-COMMAND = "python -m tools.bench_basis"
+COMMAND = "python -m tools.bench.basis"
 
 
 def measure(model_path: Path, calib: Path | None, preprocess: dict, threads: int) -> dict:

@@ -3,8 +3,8 @@ criterion's order, its consumers refit in closed form, and the held-out feature 
 better). The same calibration split and widths for every criterion; Dagger gets the same training time a run with
 the default budget gives it.
 
-    python -m tools.bench_importance --bench lite0 --out docs/studies/importance_lite0.md
-    python -m tools.bench_importance --bench fmnist --out docs/studies/importance_fmnist.md
+    python -m tools.bench.importance --bench lite0 --out docs/studies/importance_lite0.md
+    python -m tools.bench.importance --bench fmnist --out docs/studies/importance_fmnist.md
 
 Writes --out (markdown) and its .json twin.
 """
@@ -35,10 +35,10 @@ from graphopt.methods.filters import filter_actions
 from graphopt.model_io import load_model
 from graphopt.settings import DAGGER_SHARE, AccelerateSettings
 from graphopt.shapes import infer_shapes
-from tools.baselines import get_bench, study_inputs
-from tools.bench_common import bench_parser, run_cli, write_study
+from tools.bench.baselines import get_bench, study_inputs
+from tools.bench.common import bench_parser, run_cli, write_study
 
-COMMAND = "python -m tools.bench_importance"
+COMMAND = "python -m tools.bench.importance"
 
 
 def compare(model_path: Path, calib: Path, preprocess: dict, fraction: float, threads: int,

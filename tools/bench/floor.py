@@ -10,7 +10,7 @@ alone, blocks dropped without training: losses from a tenth of a point to tens o
 
 and how the estimates rank and miss the labelled losses (Spearman rank correlation, mean absolute error in points).
 
-    python -m tools.bench_floor --original lite0.onnx --model int8=int8.onnx --model fp32-0.8=fast.onnx \\
+    python -m tools.bench.floor --original lite0.onnx --model int8=int8.onnx --model fp32-0.8=fast.onnx \\
         --calib /work/data/imagenet/calib-100 --images /work/data/imagenet/eval/images \\
         --labels /work/data/imagenet/eval/labels.txt --norm tf --out docs/studies/floor_lite0.md
 """
@@ -30,7 +30,7 @@ from graphopt.machine import cpu_name
 from graphopt.model_io import load_model
 from graphopt.quality import DropEstimate, expected_drop
 from graphopt.settings import KL_VIEWS
-from tools.bench_common import predict, run_cli, write_study
+from tools.bench.common import predict, run_cli, write_study
 
 HOLDOUT = 0.2  # accelerate's default --holdout
 FLOOR = 1.0  # accelerate's default --max-accuracy-drop, in points
@@ -82,7 +82,7 @@ def agreement_of_estimates(rows: list[dict], key: str) -> dict:
 def render(rows: list[dict], summary: dict, args, evaluation) -> str:
     base = evaluation.models[0]
     lines = [f"# Judging an accuracy floor without labels: {args.original.name}", "",
-             f"Regenerate with `python -m tools.bench_floor {' '.join(sys.argv[1:])}`", "",
+             f"Regenerate with `python -m tools.bench.floor {' '.join(sys.argv[1:])}`", "",
              f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC at commit {_commit()}, "
              f"{cpu_name()}. Labelled: {evaluation.scored} photos of {args.images}, original top-1 "
              f"{100 * base.top1:.1f}%. Held-out: {rows[0]['estimate_held']['images']} of the calibration photos in "

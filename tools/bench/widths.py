@@ -3,7 +3,7 @@ pruned to every width from 8k−7 to 8k around half its size, timed against the 
 variant interleaved with the original, as accelerate's latency table does). If latency steps at multiples of 8,
 widths between them waste accuracy for no time; if it falls smoothly, finer widths are worth offering.
 
-    python -m tools.bench_widths --bench lite0 --out docs/studies/widths_lite0.md
+    python -m tools.bench.widths --bench lite0 --out docs/studies/widths_lite0.md
 
 Writes --out (markdown) and its .json twin.
 """
@@ -25,10 +25,10 @@ from graphopt.model_io import load_model
 from graphopt.runtime import TimingSettings, get_backend
 from graphopt.selection import latency_table
 from graphopt.shapes import infer_shapes
-from tools.baselines import study_inputs
-from tools.bench_common import bench_parser, run_cli, write_study
+from tools.bench.baselines import study_inputs
+from tools.bench.common import bench_parser, run_cli, write_study
 
-COMMAND = "python -m tools.bench_widths"
+COMMAND = "python -m tools.bench.widths"
 
 
 def measure(model_path: Path, groups: int, threads: int) -> dict:

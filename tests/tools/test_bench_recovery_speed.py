@@ -1,4 +1,4 @@
-"""tools/bench_recovery_speed.py on the tiny ResNet: the student it times is the one recovery trains (starting at
+"""tools/bench/recovery_speed.py on the tiny ResNet: the student it times is the one recovery trains (starting at
 the first dropped block, not the input), a step is timed, and the report renders every figure."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.features import feature_tensors
-from tools import bench_recovery_speed as rs
+from tools.bench import recovery_speed as rs
 
 
 def test_the_timed_student_starts_at_the_first_dropped_block(tiny):
@@ -34,7 +34,7 @@ def test_the_report_shows_each_model_against_native_and_floor():
            "overheads_per_step_s": {"augmentation": 0.01, "teacher": 0.2, "held-out evaluation": 0.02,
                                     "train_images": 80, "held_images": 20},
            "profile": [{"op": "aten::convolution_backward", "share": 0.6, "calls_per_step": 28, "ms_per_step": 240}]}
-    text = rs.markdown({"command": "python -m tools.bench_recovery_speed", "machine": {"cpu": "X"},
+    text = rs.markdown({"command": "python -m tools.bench.recovery_speed", "machine": {"cpu": "X"},
                         "versions": {"torch": "2"}, "settings": {"steps": 5, "threads": 1, "note": "quiet"},
                         "models": [row]})
     assert "| 0.400 (2.50) | 0.500 | 0.300 | 0.80x | 1.3x |" in text

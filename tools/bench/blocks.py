@@ -7,7 +7,7 @@ the core or loses a scheduler slice), so savings are given from the medians and 
 track the uncontended latency. The summary asks whether MAC share predicts those savings, and whether
 the savings of single blocks add up when several are dropped together (what block selection relies on).
 
-    python -m tools.bench_blocks --threads 1 --out docs/studies/blocks_latency.md
+    python -m tools.bench.blocks --threads 1 --out docs/studies/blocks_latency.md
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from graphopt.passes import drop_blocks
 from graphopt.output import emit_json, table
 from graphopt.runtime import LatencyBackend, LatencyStats, TimingSettings, get_backend
 from tests.zoo import export
-from tools.bench_common import run_cli
+from tools.bench.common import run_cli
 
 ARCHITECTURES = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
                  "regnet_x_400mf", "convnext_tiny", "vit_b_16")
@@ -221,7 +221,7 @@ def render_markdown(results: dict[str, dict], meta: dict) -> str:
 
 def command_line(args: argparse.Namespace) -> str:
     """The full command, every option spelled out, so the results file regenerates even if defaults change."""
-    parts = ["python -m tools.bench_blocks", f"--models {','.join(args.models)}", f"--size {args.size}",
+    parts = ["python -m tools.bench.blocks", f"--models {','.join(args.models)}", f"--size {args.size}",
              f"--batch {args.batch}", f"--warmup {args.warmup}", f"--repeats {args.repeats}",
              f"--min-seconds {args.min_seconds:g}"]
     if args.threads:
@@ -235,7 +235,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench_blocks", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.blocks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=lambda s: [m.strip() for m in s.split(",") if m.strip()],
                         default=list(ARCHITECTURES), help="comma-separated torchvision model names")

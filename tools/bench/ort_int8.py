@@ -3,7 +3,7 @@ calibration folder, written the way onnxruntime's documentation shows (pre-proce
 per-channel weights). No graphopt code quantizes here, so the results table compares against what a user would
 get without us.
 
-    python -m tools.ort_int8 MODEL.onnx CALIB_FOLDER OUT.onnx [--preset tf] [--resize crop]
+    python -m tools.bench.ort_int8 MODEL.onnx CALIB_FOLDER OUT.onnx [--preset tf] [--resize crop]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from tools.bench_common import run_cli
+from tools.bench.common import run_cli
 
 
 class _FolderReader(CalibrationDataReader):
@@ -48,7 +48,7 @@ def folder_images(model: onnx.ModelProto, folder: Path, preset: str, resize: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.ort_int8", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.ort_int8", description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("calib", type=Path)
     parser.add_argument("output", type=Path)

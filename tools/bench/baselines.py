@@ -3,7 +3,7 @@
 Each row drops residual blocks with no recovery and reports quality (Fashion-MNIST test top-1, or Lite0 agreement
 with the original) and the latency ratio to the original, measured side by side (see `paired_timing`).
 
-    python -m tools.baselines fmnist      # or lite0; prints the table and writes a JSON (see --out)
+    python -m tools.bench.baselines fmnist      # or lite0; prints the table and writes a JSON (see --out)
 
 Baselines:
 - random-k: k droppable blocks drawn at random (several seeds);
@@ -33,7 +33,7 @@ from graphopt.passes import drop_blocks
 from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
 from graphopt.runtime.inputs import random_inputs
 from graphopt.runtime.onnxrt import make_session
-from tools.bench_common import run_cli
+from tools.bench.common import run_cli
 
 
 @dataclass
@@ -221,7 +221,7 @@ def baseline_variants(original: onnx.ModelProto, ks: list[int], seeds: list[int]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.baselines", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.baselines", description=__doc__.splitlines()[0])
     parser.add_argument("bench", choices=sorted(BENCHES))
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4], help="numbers of blocks to drop")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random baseline")
