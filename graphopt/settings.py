@@ -78,7 +78,6 @@ class AccelerateSettings:
     score_iterations: int = 60  # caps on training steps (expert overrides; the time budget usually ends them)
     recover_iterations: int = 250
     int8_recovery: bool = True  # with --precision int8: fine-tune weights through INT8 rounding before quantizing
-    recover_from_input: bool = False  # recovery trains the weights before the first dropped block too
     match_logits: bool = False  # recovery also matches the original's class scores, not only its features
     lr: float | None = None  # recovery's Adam rate; None: probe LR_CANDIDATES and keep the best on held-out images
     batch_size: int = 16  # images per training step; cost follows images seen (batch x steps), measured

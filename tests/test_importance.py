@@ -60,3 +60,28 @@ def test_dagger_descriptors_are_standardised_per_group(grouped):
     for group, table in weight_descriptors(model, analysis).items():
         assert table.shape == (analysis.group(group).size, 4)
         assert torch.allclose(table.mean(0), torch.zeros(4), atol=1e-5)
+
+
+def test_dagger_is_sized_by_the_target_even_in_milliseconds(tiny, monkeypatch):
+    """Dagger's FLOPs regulariser aims at the target's share of the latency: with --target-ms that share is the
+    target over the original's measured latency, not a default."""
+    from graphopt.calibration.scoring import dagger
+    from graphopt.pipeline import accelerate
+    from tests.fake_latency import SimulatedBackend
+    from tests.helpers import FAST_ACCELERATE
+
+    path, images = tiny
+    shares = []
+
+    def record(model, shapes, channels, features, train, share, *rest):
+        shares.append(share)
+        return l1_order(model, channels)
+
+    monkeypatch.setattr(dagger, "dagger_order", record)
+    backend = SimulatedBackend()
+    original_ms = backend.nominal_ms(onnx.load(str(path)))
+    accelerate(path, images, target_ms=0.75 * original_ms, importance="dagger", methods=["filters"], backend=backend,
+               **FAST_ACCELERATE)
+    accelerate(path, images, target_latency=0.8, importance="dagger", methods=["filters"], backend=SimulatedBackend(),
+               **FAST_ACCELERATE)
+    assert shares == [pytest.approx(0.75, abs=1e-6), 0.8]

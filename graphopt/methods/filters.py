@@ -57,7 +57,7 @@ def channel_orders(found: Discovery) -> tuple[dict[str, np.ndarray], dict | None
         consumers = consumer_statistics(model, channels, train.tensors(), settings.threads, settings.seed)
         return refit_order(channels, consumers, orders), consumers
     from graphopt.calibration.scoring.dagger import dagger_order
-    share = min(0.95, max(0.3, settings.target_latency or 0.8))
+    share = min(0.95, max(0.3, found.target() or 0.8))  # the target's share of the latency, as FLOPs to keep
     return dagger_order(model, found.shapes, channels, found.features, train, share,
                         DAGGER_SHARE * 60 * settings.time_budget, settings.batch_size, settings.seed,
                         settings.threads), None

@@ -33,7 +33,7 @@ class Discovery:
     """What methods read when they look for cuts, and what they leave for applying and scoring them later.
 
     Read: the model, its inferred shapes, its residual blocks, the feature tensors recovery matches, the run's
-    settings, the training images and the stage clock. Left: the channel analysis, each prunable group's channel
+    settings, the training images, the stage clock and the latency target as a ratio (--target-ms measured). Left: the channel analysis, each prunable group's channel
     order and its consumers' input statistics (filters), the fitted bases of the nodes the basis method may split."""
 
     model: onnx.ModelProto
@@ -43,6 +43,7 @@ class Discovery:
     settings: "AccelerateSettings"
     train: Any  # CalibrationSet of the training images
     clock: Callable[[str], Any]
+    target: Callable[[], float | None] = lambda: None  # the latency target as a ratio (timed on first call)
     channels: "ChannelAnalysis | None" = None
     orders: dict[str, np.ndarray] = field(default_factory=dict)
     consumers: dict | None = None

@@ -2,6 +2,7 @@
 widths, nodes split at a few ranks), with what those cuts need later (channel orders, fitted bases)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +38,11 @@ class Found:
     methods: tuple[str, ...]
 
 
-def discover(loaded: Loaded, settings: AccelerateSettings, clock: StageClock, quantize: bool) -> Found:
+def discover(loaded: Loaded, settings: AccelerateSettings, clock: StageClock, quantize: bool,
+             target: Callable[[], float | None] = lambda: None) -> Found:
     """Blocks, the feature tensor, and the candidate cuts of every method chosen; an error when there is nothing
-    to cut and no quantization to do."""
+    to cut and no quantization to do. `target()` gives the latency target as a ratio, for methods that size their
+    search by it (measured only when one asks)."""
     original = loaded.original
     chosen = methods_of(settings)
     with clock("blocks"):
@@ -49,7 +52,7 @@ def discover(loaded: Loaded, settings: AccelerateSettings, clock: StageClock, qu
         given = select_blocks(blocks, settings.blocks) if settings.blocks else None
         if given:
             DropBlocks(given)  # refuses blocks that cannot be dropped
-    found = Discovery(original, shapes, blocks, features, settings, loaded.train, clock)
+    found = Discovery(original, shapes, blocks, features, settings, loaded.train, clock, target)
     actions = [a for entry in methods() if entry.name in chosen for a in entry.discover(found)]
     if not actions and not quantize:
         raise GraphoptError(f"nothing to accelerate: the model has no "

@@ -19,7 +19,6 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
     quantize = quantizes_graph(settings.runtime, settings.serving_precision)
     with clock("load"):
         loaded = load(model, example_input, calib, settings, quiet)
-    found = discover(loaded, settings, clock, quantize)
     timing = TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds,
                             input_shapes=loaded.input_shapes, noise_threshold=settings.noise_threshold,
                             max_seconds=settings.max_timing_seconds)
@@ -27,6 +26,7 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
                                      precision=settings.serving_precision,
                                      calibration=runtime_calibration(settings.runtime, settings.serving_precision,
                                                                      loaded.calibration))
+    found = discover(loaded, settings, clock, quantize, lambda: target_ratio(settings, backend, loaded.original))
     int8 = None
     if quantize:
         from graphopt.calibration.quantize.static import quantize_int8
@@ -39,3 +39,11 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
     return Run(settings, loaded.original, loaded.calibration, loaded.train, loaded.held, found.blocks,
                found.droppable, found.channels, planner, found.actions, found.features, given, backend, int8, clock,
                quiet, deadline, found.methods, found.consumers)
+
+
+def target_ratio(settings: AccelerateSettings, backend: LatencyBackend, original) -> float | None:
+    """The latency target as a ratio of the original's, before any table is timed (Dagger sizes its gates by it):
+    --target-latency as given, --target-ms over one measurement of the original; None without a target."""
+    if settings.target_ms is None:
+        return settings.target_latency
+    return settings.target_ms / backend.measure(original).median_ms

@@ -112,5 +112,4 @@ def _recover(run: Run, plan: list[Action]):
                                    settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds)
     return recover(run.original, pruned, run.planner.cuts(plan), run.features, run.train, run.held.tensors(),
                    mimic_settings, settings.threads, run.quiet, lr_candidates=probes,
-                   logits=class_scores(run.original, run.features) if settings.match_logits else None,
-                   from_input=settings.recover_from_input)
+                   logits=class_scores(run.original, run.features) if settings.match_logits else None)
