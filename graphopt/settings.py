@@ -78,6 +78,9 @@ class AccelerateSettings:
     score_iterations: int = 60  # caps on training steps (expert overrides; the time budget usually ends them)
     recover_iterations: int = 250
     int8_recovery: bool = True  # with --precision int8: fine-tune weights through INT8 rounding before quantizing
+    # processes recovery trains in on this machine (torch.distributed: gloo on the CPU, one GPU each with NCCL), each
+    # on its own augmented batches: a step sees recovery_processes x batch_size images
+    recovery_processes: int = 1
     match_logits: bool = False  # recovery also matches the original's class scores, not only its features
     lr: float | None = None  # recovery's Adam rate; None: probe LR_CANDIDATES and keep the best on held-out images
     batch_size: int = 16  # images per training step; cost follows images seen (batch x steps), measured
@@ -140,7 +143,7 @@ def check_settings(settings: AccelerateSettings) -> None:
         check_range("--target-ms", settings.target_ms, "number of milliseconds", 0, low_open=True)
     if settings.drop is not None and settings.drop < 1:
         raise GraphoptError(f"--drop must be at least 1 (got {settings.drop})")
-    for name in ("score_iterations", "recover_iterations", "batch_size"):
+    for name in ("score_iterations", "recover_iterations", "batch_size", "recovery_processes"):
         if getattr(settings, name) < 1:
             raise GraphoptError(f"--{name.replace('_', '-')} must be at least 1")
     check_threads(settings.threads)

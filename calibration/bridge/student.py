@@ -35,16 +35,17 @@ class Student:
     adaptors: list[str]  # initializer names of temporary adaptors, if any
     onnx_model: onnx.ModelProto  # the ONNX model that was converted
 
-    def outputs(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every tensor the student returns, by ONNX name, for `inputs` (values of the cut tensor)."""
+    def outputs(self, inputs: torch.Tensor, module: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Every tensor the student returns, by ONNX name, for `inputs` (values of the cut tensor); `module` runs
+        the graph module in a wrapper (DistributedDataParallel)."""
         inputs = inputs.to(device())
         if inputs.dim() == 4:  # the layout the student's convolutions run fastest in (see build_student)
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return dict(zip(self.graph.outputs, self.graph.module(inputs)))
+        return dict(zip(self.graph.outputs, (module or self.graph.module)(inputs)))
 
-    def forward(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, inputs: torch.Tensor, module: torch.nn.Module | None = None) -> list[torch.Tensor]:
         """The feature tensors, in the order of `features`."""
-        outputs = self.outputs(inputs)
+        outputs = self.outputs(inputs, module)
         return [outputs[name] for name in self.features]
 
     def parameters(self, initializers: set[str]) -> list[torch.nn.Parameter]:

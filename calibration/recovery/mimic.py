@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
+from graphopt.calibration.recovery.group import any_rank
+
 Batch = tuple[torch.Tensor, list[torch.Tensor]]  # student input, teacher features
 
 
@@ -64,7 +66,7 @@ def mimic(forward: Callable[[torch.Tensor], list[torch.Tensor]], params: list[to
         optimizer.step()
         schedule.step()
         bar.update()
-        out_of_time = end is not None and time.perf_counter() >= end
+        out_of_time = any_rank(end is not None and time.perf_counter() >= end)
         if step % settings.eval_every == 0 or step == settings.iterations or out_of_time:
             error = held_error()
             bar.set_postfix(held=f"{error:.4f}", **({} if end is None else

@@ -15,6 +15,7 @@ import torch
 
 from graphopt.calibration.bridge.onnx_torch import write_back
 from graphopt.calibration.data.dataset import CalibrationSet
+from graphopt.calibration.recovery.group import data_parallel, in_group
 from graphopt.calibration.recovery.mimic import Batch, MimicResult, MimicSettings, choose_lr, mimic, minibatches
 from graphopt.calibration.bridge.student import Student, build_student, device
 from graphopt.calibration.bridge.teacher import Teacher
@@ -26,6 +27,7 @@ class Recovered:
     result: MimicResult
     student: Student
     lr: float
+    processes: int = 1  # processes that trained it (calibration/recovery/distributed.py)
 
 
 def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, cuts: list[str], features: list[str],
@@ -65,10 +67,11 @@ def train_student(original: onnx.ModelProto, model: onnx.ModelProto, student: St
     teacher = Teacher(original, [student.cut, *matched], threads)
     held_batch = student_batch(teacher, held, student.cut, matched)
     batches = epochs(teacher, train, student.cut, matched, settings)
+    forward = data_parallel(student) if in_group() else student.forward
     if lr_candidates:
-        settings = replace(settings, lr=choose_lr(student.forward, params, batches, held_batch, settings,
-                                                  lr_candidates, quiet))
-    result = mimic(student.forward, params, batches, held_batch, settings, desc=desc, quiet=quiet)
+        settings = replace(settings, lr=choose_lr(forward, params, batches, held_batch, settings, lr_candidates,
+                                                  quiet))
+    result = mimic(forward, params, batches, held_batch, settings, desc=desc, quiet=quiet)
     for param in params:
         param.requires_grad_(False)
     return write_back(model, student.graph), result, settings.lr

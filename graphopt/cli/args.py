@@ -139,6 +139,10 @@ def add_training_options(parser: argparse.ArgumentParser, expert: Expert) -> Non
                                    "fine-tuning the weights through INT8 rounding on the calibration images"))
     train.add_argument("--batch-size", type=int, default=defaults.batch_size,
                        help=expert("images per training step"))
+    train.add_argument("--recovery-processes", type=int, default=defaults.recovery_processes, metavar="N",
+                       help=expert("train recovery in N processes on this machine with torch.distributed (gloo on "
+                                   "the CPU, one GPU each with NCCL), each on its own augmented batches: a step sees "
+                                   "N x --batch-size images"))
     train.add_argument("--lr", type=float, default=None,
                        help=expert("recovery learning rate (default: short probes pick from "
                                    f"{', '.join(f'{lr:g}' for lr in LR_CANDIDATES)} by held-out feature error)"))

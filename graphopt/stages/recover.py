@@ -107,9 +107,15 @@ def _recover(run: Run, plan: list[Action]):
     share = INT8_RECOVERY_SHARE if run.int8 is not None and settings.int8_recovery else 0.0
     # each learning-rate probe takes a tenth; INT8 recovery, when it follows, keeps its share of what is left
     seconds = (1 - share) * run.seconds_left(FINAL_RESERVE) / (1 + len(probes) / 10)
-    say(run.quiet, f"recovering for up to {seconds:.0f} s ({settings.recover_iterations} steps at most)")
+    processes = settings.recovery_processes
+    say(run.quiet, f"recovering for up to {seconds:.0f} s ({settings.recover_iterations} steps at most"
+                   + (f", {processes} processes)" if processes > 1 else ")"))
     mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
                                    settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds)
-    return recover(run.original, pruned, run.planner.cuts(plan), run.features, run.train, run.held.tensors(),
-                   mimic_settings, settings.threads, run.quiet, lr_candidates=probes,
-                   logits=class_scores(run.original, run.features) if settings.match_logits else None)
+    arguments = (run.original, pruned, run.planner.cuts(plan), run.features, run.train, run.held.tensors(),
+                 mimic_settings, settings.threads, run.quiet, probes,
+                 class_scores(run.original, run.features) if settings.match_logits else None)
+    if processes > 1:
+        from graphopt.calibration.recovery.distributed import recover_in_processes
+        return recover_in_processes(processes, *arguments)
+    return recover(*arguments)
