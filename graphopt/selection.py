@@ -120,26 +120,28 @@ def latency_table(backend: LatencyBackend, planner: Planner, actions: list[Actio
     """
     firsts = [planner.model] if start is None else [planner.model, start]
     threshold = TABLE_NOISE_SHARE * backend.settings.noise_threshold
+    chunks = [actions[i:i + TABLE_CHUNK] for i in range(0, len(actions), TABLE_CHUNK)]
     runs, origins, savings = [], [], {}
-    for index in range(0, len(actions), TABLE_CHUNK):
-        chunk = actions[index:index + TABLE_CHUNK]
-        progress = None if quiet else f"latency table {index // TABLE_CHUNK + 1}/{-(-len(actions) // TABLE_CHUNK)}"
-        run, origin, found = _timed_savings(backend, firsts, [planner.apply([a]) for a in chunk], threshold,
-                                            progress)
-        runs.append(run)
-        origins.append(origin)
-        savings.update(zip((a.id for a in chunk), found))
+    for first in range(0, len(chunks), backend.parallel_runs):  # as many runs at once as the backend has machines
+        wave = chunks[first:first + backend.parallel_runs]
+        progress = None if quiet else f"latency table {first + len(wave)}/{len(chunks)}"
+        timed = _timed_savings(backend, firsts, [[planner.apply([a]) for a in chunk] for chunk in wave], threshold,
+                               progress)
+        for chunk, (run, origin, found) in zip(wave, timed):
+            runs.append(run)
+            origins.append(origin)
+            savings.update(zip((a.id for a in chunk), found))
         table = LatencyTable(runs[0].stats[0], dict(savings), max(r.noise for r in runs),
                              any(r.noisy for r in runs), float(np.mean(origins)))
         if enough is not None and len(savings) < len(actions) and enough(table):
-            table.untimed = [a.id for a in actions[index + len(chunk):]]
+            table.untimed = [a.id for a in actions[len(savings):]]
             break
     actions = table.timed(actions)
     for _ in range(REMEASURE_TRIES):
         suspects = [a for a in actions if not _plausible(table, a)]
         if not suspects:
             return table
-        _, _, found = _timed_savings(backend, firsts, [planner.apply([a]) for a in suspects], threshold, None)
+        [(_, _, found)] = _timed_savings(backend, firsts, [[planner.apply([a]) for a in suspects]], threshold, None)
         for action, saving in zip(suspects, found):
             table.remeasured.setdefault(action.id, []).append(table.savings[action.id])
             table.savings[action.id] = saving
@@ -147,17 +149,23 @@ def latency_table(backend: LatencyBackend, planner: Planner, actions: list[Actio
     return table
 
 
-def _timed_savings(backend: LatencyBackend, firsts: list[onnx.ModelProto], models: list[onnx.ModelProto],
-                   threshold: float, progress: str | None) -> tuple[TimingRun, float, list[float]]:
-    """(the run, the ratio cuts start from, each model's saving) from one interleaved run of `firsts` + `models`.
+def _timed_savings(backend: LatencyBackend, firsts: list[onnx.ModelProto], groups: list[list[onnx.ModelProto]],
+                   threshold: float, progress: str | None) -> list[tuple[TimingRun, float, list[float]]]:
+    """For each group of models, (the run, the ratio cuts start from, each model's saving) from one interleaved
+    run of `firsts` + the group; several runs at once where the backend can.
 
     Ratios are taken to the mean of the original and its control copy, which ran in the same rounds: with many
     models in a run, one copy of the original was measured reading a few percent slow, which made every small
     cut look that much larger."""
-    run = backend.time_run([*firsts, *models], progress, threshold)
-    scale = 2 / (1 + run.control_ratio)
-    origin = 1.0 if len(firsts) == 1 else run.ratio(1) * scale
-    return run, origin, [origin - run.ratio(i) * scale for i in range(len(firsts), len(firsts) + len(models))]
+    jobs = [[*firsts, *models] for models in groups]
+    runs = [backend.time_run(jobs[0], progress, threshold)] if len(jobs) == 1 else backend.time_runs(jobs, threshold)
+    timed = []
+    for run, models in zip(runs, groups):
+        scale = 2 / (1 + run.control_ratio)
+        origin = 1.0 if len(firsts) == 1 else run.ratio(1) * scale
+        timed.append((run, origin, [origin - run.ratio(i) * scale
+                                    for i in range(len(firsts), len(firsts) + len(models))]))
+    return timed
 
 
 def _plausible(table: LatencyTable, action: Action) -> bool:

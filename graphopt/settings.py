@@ -62,6 +62,9 @@ class AccelerateSettings:
     # training for blocks, after the refit for channel cuts), or "auto" (kl where the model has class scores)
     scoring: str = "auto"
     runtime: str = "onnxruntime"
+    # Ray cluster address ("auto", "ray://HOST:PORT", or "local" for a cluster on this machine): cut scores run as
+    # its tasks, and latency on its nodes that declare the graphopt_timing resource (graphopt/cluster.py)
+    ray: str | None = None
     precision: str | None = None  # fp32, fp16 or int8; None: fp32 with a goal, else see `with_goal`
     batch: int = 1
     threads: int | None = None  # runtime and torch threads; None or 0: the runtime's default

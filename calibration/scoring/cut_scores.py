@@ -45,17 +45,28 @@ def kl_divergence(scores: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def score_cuts(error: PlanError, actions: list[Action], quiet: bool = False,
-               stop: Callable[[], bool] | None = None) -> dict[str, dict]:
+               stop: Callable[[], bool] | None = None, cluster=None) -> dict[str, dict]:
     """{action id: {"error"}}: what each cut alone costs on held-out images, channel cuts after the refit of their
     consumers (how they will be recovered), in the order given. Each cut is evaluated once: on Lite0 the scoring of
     every cut takes a fifth of the time budget, and what it does not take goes to recovery; `stop()`, asked before
-    each cut after the first, ends scoring early (the rest are not scored)."""
+    each cut after the first (on a Ray `cluster`, before each wave of as many cuts as it has CPUs), ends scoring
+    early (the rest are not scored)."""
     scores = {}
-    for action in tqdm(actions, desc="cuts", disable=quiet):
-        if scores and stop is not None and stop():
-            break
-        scores[action.id] = {"error": error([action])}
+    wave = 1 if cluster is None else cluster.cpus
+    with tqdm(total=len(actions), desc="cuts", disable=quiet) as bar:
+        for first in range(0, len(actions), wave):
+            if scores and stop is not None and stop():
+                break
+            chunk = actions[first:first + wave]
+            errors = [error([a]) for a in chunk] if cluster is None else cluster.map(_score_alone, error, chunk)
+            scores.update({a.id: {"error": e} for a, e in zip(chunk, errors)})
+            bar.update(len(chunk))
     return scores
+
+
+def _score_alone(error: PlanError, action: Action) -> float:
+    """One cut's score, as a Ray task (the PlanError comes from the object store)."""
+    return error([action])
 
 
 def refitter(planner: Planner, consumers: dict[str, Consumer]) -> Callable:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from graphopt.cli.args import (Expert, add_latency_options, add_model, add_preprocessing_options, add_training_options,
-                               points, preprocess_options, text)
+from graphopt.cli.args import (Expert, add_cluster_options, add_latency_options, add_model,
+                               add_preprocessing_options, add_training_options, points, preprocess_options, text)
 from graphopt.cli.summary import print_frontier, print_summary
 from graphopt.errors import TargetUnreachable
 from graphopt.methods.registry import default_names, methods
@@ -30,7 +30,7 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
         time_budget=args.time_budget, match_logits=args.match_logits, int8_recovery=args.int8_recovery,
         score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
-        batch_size=args.batch_size, recovery_processes=args.recovery_processes, importance=args.importance, scoring=args.scoring,
+        batch_size=args.batch_size, recovery_processes=args.recovery_processes, ray=args.ray, importance=args.importance, scoring=args.scoring,
         methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     settings = with_goal(settings)
@@ -122,4 +122,5 @@ def register(sub, expert: Expert) -> None:
     add_preprocessing_options(p, expert)
     add_training_options(p, expert)
     add_latency_options(p, expert)
+    add_cluster_options(p)
     p.set_defaults(func=cmd_accelerate)

@@ -56,6 +56,13 @@ def add_latency_options(parser: argparse.ArgumentParser, expert: Expert) -> None
     add_input_shape(group)
 
 
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="run cut scoring as tasks of this Ray cluster (auto, ray://HOST:PORT, or local for one "
+                             "on this machine), and time latency on its nodes that declare the graphopt_timing "
+                             "resource, one run per node at once (pip install 'graphopt[ray]')")
+
+
 def add_input_shape(parser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="NAME:D0xD1x...",
                         help="shape of an input with dynamic dimensions other than the batch (repeatable)")

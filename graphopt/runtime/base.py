@@ -153,6 +153,15 @@ class LatencyBackend(abc.ABC):
         """Runtime, device and settings, for reports."""
         return {"runtime": self.name, **{k: v for k, v in vars(self.settings).items() if k != "input_shapes"}}
 
+    @property
+    def parallel_runs(self) -> int:
+        """Interleaved runs this backend can time at once (on separate machines); one here."""
+        return 1
+
+    def time_runs(self, runs: list[list[onnx.ModelProto]], noise_threshold: float | None = None) -> list[TimingRun]:
+        """Several interleaved runs (see `time_run`), at once where the backend can (`parallel_runs`)."""
+        return [self.time_run(models, None, noise_threshold) for models in runs]
+
     def measure(self, model: onnx.ModelProto) -> LatencyStats:
         return self.measure_many([model])[0]
 

@@ -2,10 +2,12 @@
 precision it will be served in (and, for INT8 output, the original's INT8 form)."""
 from __future__ import annotations
 
+from graphopt.cluster import Cluster
 from graphopt.methods import Planner
 from graphopt.methods.blocks import block_actions
 from graphopt.precision import Int8Timing, quantizes_graph, runtime_calibration
 from graphopt.runtime import LatencyBackend, TimingSettings, get_backend
+from graphopt.runtime.remote import RemoteTiming
 from graphopt.settings import AccelerateSettings
 from graphopt.stages.discover import discover
 from graphopt.stages.load import load
@@ -34,11 +36,15 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
             say(quiet, f"quantizing the original to INT8 on {len(loaded.train)} calibration images")
             int8 = quantize_int8(loaded.original, loaded.train)
         backend = Int8Timing(backend, loaded.train, loaded.original)
+    cluster = Cluster(settings.ray) if settings.ray else None
+    if cluster is not None and cluster.timing_slots:
+        local = backend
+        backend = RemoteTiming(cluster, lambda: local)  # built on each timing node as it is here
     planner = Planner(loaded.original, found.blocks, found.channels, found.orders, found.bases)
     given = block_actions(found.given) if found.given else None
     return Run(settings, loaded.original, loaded.calibration, loaded.train, loaded.held, found.blocks,
                found.droppable, found.channels, planner, found.actions, found.features, given, backend, int8, clock,
-               quiet, deadline, found.methods, found.consumers)
+               quiet, deadline, found.methods, found.consumers, cluster)
 
 
 def target_ratio(settings: AccelerateSettings, backend: LatencyBackend, original) -> float | None:

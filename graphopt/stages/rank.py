@@ -73,7 +73,8 @@ def score(run: Run) -> Ranking:
                                            _scoring_images(run, by_kl), settings.threads, logits)
             # largest first: when the budget ends scoring early, the cuts left are those that save least
             cuts = sorted(cuts, key=lambda a: -a.macs_share)
-            ranking.cut_scores = score_cuts(ranking.plan_error, cuts, run.quiet, stop=run.scoring_over)
+            ranking.cut_scores = score_cuts(ranking.plan_error, cuts, run.quiet, stop=run.scoring_over,
+                                            cluster=run.cluster)
             ranking.unscored = [a.id for a in cuts if a.id not in ranking.cut_scores]
             if ranking.unscored:
                 say(run.quiet, f"{len(ranking.cut_scores)} of {len(cuts)} cuts scored: scoring's share of the time "

@@ -56,6 +56,7 @@ class Run:
     deadline: float  # time.monotonic() at which the time budget runs out
     methods: tuple[str, ...] = ()  # the methods searched
     consumer_stats: dict | None = None  # what the least-squares refit of pruned channels' consumers needs
+    cluster: object = None  # graphopt.cluster.Cluster with --ray: cut scores (and timing, on its timing nodes) there
 
     def consumers(self) -> dict:
         """Input statistics of every consumer of a prunable channel group (gathered once, on the training images)."""

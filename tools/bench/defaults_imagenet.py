@@ -82,6 +82,7 @@ def run_setting(name: str, model: Path, setting: Setting, target: float, args: a
            "estimated_loss": (((data.get("quality") or {}).get("estimate") or (chosen or {}).get("estimate") or {})
                               .get("points")),
            "given_back": (data.get("quality") or {}).get("given_back") or [], "quality": None,
+           "steps": ((data.get("budget") or {}).get("recovery_steps")),
            "error": data.get("error") or (None if run["exit_code"] == 0 else " / ".join(run.get("log_tail") or []))}
     if output.is_file():
         row["quality"] = quality(load_model(output))
@@ -126,12 +127,12 @@ def _cut(row: dict) -> str:
 
 def question_table(result: dict, question: str) -> list[str]:
     lines = [f"#### {question}", "", "| setting | status | top-1 % (95%) | agreement % (95%) | graphopt's ratio | "
-             "estimated loss (points) | cut | wall s |", "|---|---|---|---|---|---|---|---|"]
+             "estimated loss (points) | cut | recovery steps | wall s |", "|---|---|---|---|---|---|---|---|---|"]
     for row in (r for r in result["rows"] if r["question"] == question):
         ratio = "—" if row["own_latency_ratio"] is None else f"{row['own_latency_ratio']:.3f}"
         loss = "—" if row["estimated_loss"] is None else f"{row['estimated_loss']:.2f}"
         lines.append(f"| {row['setting']} (target {row['target']:g}) | {row['status']} | {_pct(row['quality'], 'top1')} "
-                     f"| {_pct(row['quality'], 'agreement')} | {ratio} | {loss} | {_cut(row)} | {row['wall_s']} |")
+                     f"| {_pct(row['quality'], 'agreement_top1')} | {ratio} | {loss} | {_cut(row)} | {row['steps']} | {row['wall_s']} |")
     return lines + [""]
 
 
@@ -141,6 +142,8 @@ def markdown(results: dict) -> str:
              "", f"Generated {env['generated']} at commit {env['commit'] or 'unknown'} on {env['cpu']} "
              f"({env['logical_cpus']} logical CPUs), {env['runtime']}, accelerate with `--threads "
              f"{results['settings']['threads']}`. " + " ".join(__doc__.split("\n\n")[1:3]).replace("\n", " "), ""]
+    if results["settings"].get("load_note"):
+        lines += [f"**Load:** {results['settings']['load_note']}", ""]
     for result in results["models"].values():
         original = result["original"]
         lines += [f"### {result['title']}", "", f"Original: top-1 {_pct(original, 'top1')} on "
@@ -165,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--work", type=Path, default=None, help="default ~/.cache/graphopt-bench/defaults-imagenet")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "studies" / "defaults_imagenet.md")
+    p.add_argument("--load-note", default="", help="what else ran on the machine during the runs (printed as given)")
     return p
 
 
