@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from graphopt.blocks import find_blocks
 from graphopt.errors import GraphoptError, TargetUnreachable
@@ -112,9 +113,17 @@ def test_confirm_target_does_not_decide_on_noise(tiny):
     assert not check.met and all(m.noisy for m in check.measurements)
 
 
-def test_accelerate_adds_a_block_when_the_final_model_misses(tiny):
+def test_accelerate_adds_a_block_when_the_final_model_misses(tiny, monkeypatch):
     model, images = tiny
     full = SimulatedBackend().nominal_ms(model)
+    from graphopt.calibration.recovery import recover as recovery
+    recoveries, recover = [], recovery.recover  # (model recovery started from, what it handed back)
+
+    def recording(original, pruned, *args, **kwargs):
+        recoveries.append((pruned, recover(original, pruned, *args, **kwargs)))
+        return recoveries[-1][1]
+
+    monkeypatch.setattr(recovery, "recover", recording)
     # from the fourth timing run on (after table, reachability and the first selection) everything but the original
     # runs 10% slower: the two-block drop selected at 0.652 measures 0.717 against a target of 0.7
     backend = SimulatedBackend(busy=lambda timing, ms: 1.1 if timing >= 4 and ms != full else 1.0)
@@ -125,6 +134,14 @@ def test_accelerate_adds_a_block_when_the_final_model_misses(tiny):
     assert attempts[1]["measured_ratio"] == pytest.approx(1.1 * attempts[1]["predicted_ratio"])
     assert len(result.report["dropped"]) == 3 and result.report["target"]["met"]
     assert result.report["latency"]["ratio"] <= 0.7
+    # the plan with the third block starts from what the first recovery trained, not from the original's weights
+    (_, first), (second_start, _) = recoveries
+    trained = {t.name: numpy_helper.to_array(t) for t in first.model.graph.initializer}
+    original = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    carried = [t.name for t in second_start.graph.initializer if t.name in trained
+               and np.array_equal(numpy_helper.to_array(t), trained[t.name])
+               and not np.array_equal(trained[t.name], original[t.name])]
+    assert carried
 
 
 def test_accelerate_never_returns_a_model_measured_above_target(tiny):

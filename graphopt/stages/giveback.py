@@ -78,12 +78,7 @@ def restore(run: Run, plan: list[Action], recovered: onnx.ModelProto) -> onnx.Mo
     """The smaller `plan` applied to the original as recovery's was (consumers of pruned channels refit), its
     weights taken from the `recovered` model wherever it has them (same name, shape and type) and from the original
     where the given-back cuts were; quantized when the output is INT8. Checked by onnx.checker."""
-    model = run.apply(plan)
-    trained = {tensor.name: tensor for tensor in recovered.graph.initializer}
-    for tensor in model.graph.initializer:
-        other = trained.get(tensor.name)
-        if other is not None and list(other.dims) == list(tensor.dims) and other.data_type == tensor.data_type:
-            tensor.CopyFrom(other)
+    model = run.apply(plan, weights_from=recovered)
     if run.int8 is not None:
         from graphopt.calibration.quantize.static import quantize_int8
         model = quantize_int8(model, run.train)

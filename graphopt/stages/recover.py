@@ -2,6 +2,7 @@
 recovery, verification, and the final check against the target (adding the next cut after a confirmed miss)."""
 from __future__ import annotations
 
+import onnx
 
 from graphopt.errors import TargetUnreachable
 from graphopt.features import class_scores
@@ -62,9 +63,11 @@ def _recover_until_met(run: Run, table, selection: Selection, target: float | No
                        errors: dict[str, float]) -> Outcome:
     """Recover the selected plan and check the result against the target; after a confirmed miss, add the next
     ranked cut and recover again (TargetUnreachable when none is left, or when the machine is too noisy to tell)."""
+    previous = None  # the last recovered model: a plan with one more cut starts from what it learned
     while True:
         with run.stages("recovery"):
-            recovered = _recover(run, selection.actions)
+            recovered = _recover(run, selection.actions, previous)
+            previous = recovered.model
         with run.stages("verify"):
             check_recovered(run.original, recovered, run.held.tensors(), run.settings.threads)
         model, int8_recovery = run.deliverable(recovered.model)
@@ -96,13 +99,16 @@ def _recover_until_met(run: Run, table, selection: Selection, target: float | No
                                start=selection.size + 1, attempts=selection.attempts, errors=errors)
 
 
-def _recover(run: Run, plan: list[Action]):
+def _recover(run: Run, plan: list[Action], warm: onnx.ModelProto | None = None):
     """The plan applied, consumers of pruned channels refit in closed form, then distillation recovery of
-    everything after the first change."""
+    everything after the first change; from `warm`'s trained weights where it has them (after a final check
+    missed, the plan with one more cut gets what is left of the budget, often a few steps: starting again from
+    the original's weights, Lite0 runs handed back models recovered for 1-2 steps, docs/studies/
+    defaults_imagenet.md)."""
     from graphopt.calibration.recovery.mimic import MimicSettings
     from graphopt.calibration.recovery.recover import recover
     settings = run.settings
-    pruned = run.apply(plan)
+    pruned = run.apply(plan, weights_from=warm)
     probes = () if settings.lr else LR_CANDIDATES
     share = INT8_RECOVERY_SHARE if run.int8 is not None and settings.int8_recovery else 0.0
     # each learning-rate probe takes a tenth; INT8 recovery, when it follows, keeps its share of what is left

@@ -66,13 +66,22 @@ class Run:
                                                       self.settings.threads, self.settings.seed)
         return self.consumer_stats
 
-    def apply(self, plan: list[Action]) -> onnx.ModelProto:
-        """The plan applied as recovery trains it: consumers of pruned channels refit in closed form first."""
+    def apply(self, plan: list[Action], weights_from: onnx.ModelProto | None = None) -> onnx.ModelProto:
+        """The plan applied as recovery trains it: consumers of pruned channels refit in closed form first. With
+        `weights_from` (a recovered model), its trained tensors replace the plan's wherever they match (same name,
+        shape and type): the cuts both have keep what recovery taught them."""
         refit = None
         if self.planner.keep(plan):
             from graphopt.calibration.scoring.cut_scores import refitter
             refit = refitter(self.planner, self.consumers())
-        return self.planner.apply(plan, refit=refit)
+        model = self.planner.apply(plan, refit=refit)
+        if weights_from is not None:
+            trained = {tensor.name: tensor for tensor in weights_from.graph.initializer}
+            for tensor in model.graph.initializer:
+                other = trained.get(tensor.name)
+                if other is not None and list(other.dims) == list(tensor.dims) and other.data_type == tensor.data_type:
+                    tensor.CopyFrom(other)
+        return model
 
     def seconds_left(self, reserve: float = 0.0) -> float:
         """Seconds of the budget left after keeping `reserve` (a share of the whole budget) back; at least 1."""
