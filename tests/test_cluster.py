@@ -3,6 +3,7 @@ tasks equal the single-process ones, the latency table's runs go out two at once
 plan as without Ray (the simulated backend's timings are exact, so any difference would be the distribution's)."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,28 @@ def test_no_cluster_to_join_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def local_cluster():
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, resources={TIMING_RESOURCE: 2}, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})  # workers import tests.fake_latency
     yield Cluster("local")
     ray.shutdown()
+    for signum, handler in kept.items():  # ray.init installed its own SIGTERM handler in this process
+        signal.signal(signum, handler)
+
+
+def test_joining_a_cluster_keeps_the_callers_signal_handlers(local_cluster, monkeypatch):
+    """The CLI's SIGTERM handler (clean interrupt, no partial outputs) must survive ray.init inside a run."""
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        Cluster("local")
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_scores_timing_and_plan_are_those_of_one_process(tiny, local_cluster, monkeypatch):
