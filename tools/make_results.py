@@ -233,10 +233,24 @@ def imagenet_markdown(folder: Path) -> list[str]:
     text = source.read_text().splitlines()
     command = next((line for line in text if line.startswith("Regenerate with")), "")
     start = next((i for i, line in enumerate(text) if line.startswith("## ")), len(text))
+    warnings = _bold_paragraphs(text[:start])  # what the page says about how it was measured (load, reuse)
     return ["## Labelled ImageNet photos (the main yardstick)", "",
             f"From [{IMAGENET_PAGE}]({IMAGENET_PAGE}) (machine, preprocessing and method notes there; plot: "
             f"[{Path(IMAGENET_PAGE).with_suffix('.png').name}]({Path(IMAGENET_PAGE).with_suffix('.png').name})). "
-            f"{command}.", "", *("#" + line if line.startswith("## ") else line for line in text[start:]), ""]
+            f"{command}.", "", *warnings, *("#" + line if line.startswith("## ") else line for line in text[start:]),
+            ""]
+
+
+def _bold_paragraphs(lines: list[str]) -> list[str]:
+    """The paragraphs among `lines` that open in bold, each followed by a blank line."""
+    kept, inside = [], False
+    for line in lines:
+        inside = line.startswith("**") or (inside and bool(line.strip()))
+        if inside:
+            kept.append(line)
+        elif kept and kept[-1]:
+            kept.append("")
+    return kept + ([""] if kept and kept[-1] else [])
 
 
 def studies_markdown(folder: Path, page: Path | None = None) -> list[str]:

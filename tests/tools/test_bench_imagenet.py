@@ -205,3 +205,12 @@ def test_help_works():
     out = subprocess.run([sys.executable, "-m", "tools.bench.imagenet", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "--int8-factors" in out.stdout and "--eval-limit" in out.stdout
+
+
+def test_the_results_page_carries_the_imagenet_pages_bold_notes(tmp_path):
+    from tools.make_results import IMAGENET_PAGE, imagenet_markdown
+    (tmp_path / IMAGENET_PAGE).write_text("# title\n\nRegenerate with `x`\n\nplain words\n\n**Not quiet.** load\non "
+                                          "two lines\n\nmore plain\n\n## Lite0\n\n| table |\n")
+    lines = imagenet_markdown(tmp_path)
+    assert "**Not quiet.** load" in lines and "on two lines" in lines and "plain words" not in lines
+    assert lines.index("on two lines") < lines.index("### Lite0")
