@@ -9,13 +9,11 @@ scoring tasks ask for CPUs only. Without nodes that declare it, latency is timed
 """
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from graphopt.errors import GraphoptError
+from graphopt.signals import handlers_kept
 
 TIMING_RESOURCE = "graphopt_timing"
 
@@ -31,7 +29,7 @@ class Cluster:
             raise GraphoptError("--ray needs Ray: pip install 'graphopt[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
-            with _signal_handlers_kept():
+            with handlers_kept():  # ray.init installs its own SIGTERM handler in the driver
                 try:
                     ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
                              log_to_driver=False, configure_logging=False)
@@ -61,17 +59,3 @@ class Cluster:
     def describe(self) -> dict:
         return {"engine": f"ray {self.ray.__version__}", "cpus": self.cpus, "timing_nodes": self.timing_slots}
 
-
-@contextlib.contextmanager
-def _signal_handlers_kept():
-    """ray.init installs its own SIGTERM handler in the driver: the caller's (the CLI turns SIGTERM into a clean
-    interrupt that removes partial outputs) is put back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in kept.items():
-            signal.signal(signum, handler)

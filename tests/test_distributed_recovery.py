@@ -3,6 +3,8 @@ the ranks stay in step, the model handed back is verified like a single-process 
 single-process recovery does, within the spread of training seeds."""
 from __future__ import annotations
 
+import signal
+
 import onnx
 import pytest
 
@@ -45,8 +47,10 @@ def test_two_processes_recover_as_one_does(dropped):
     features = feature_tensors(original)
     single = [recover(original, pruned, cuts, features, train, held, _settings(seed), threads=1, quiet=True)
               for seed in (0, 1, 2)]
+    handler = signal.getsignal(signal.SIGTERM)
     both = recover_in_processes(2, original, pruned, cuts, features, train, held, _settings(0), threads=1,
                                 quiet=True)
+    assert signal.getsignal(signal.SIGTERM) is handler  # the launcher's handler is not left behind
     assert both.processes == 2 and both.result.steps == STEPS
     assert both.student.cut == single[0].student.cut
     check_recovered(original, both, held, threads=1)  # the model written back is the student that trained

@@ -23,6 +23,7 @@ from graphopt.calibration.bridge.student import build_student
 from graphopt.calibration.data.dataset import CalibrationSet
 from graphopt.calibration.recovery.mimic import MimicSettings
 from graphopt.errors import GraphoptError
+from graphopt.signals import handlers_kept
 
 
 @dataclass
@@ -61,7 +62,8 @@ def recover_in_processes(processes: int, original: onnx.ModelProto, pruned: onnx
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f"graphopt-{uuid.uuid4().hex}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, start_method="spawn")
     try:
-        answers = elastic_launch(config, _train)(pickle.dumps(job))
+        with handlers_kept():  # the launcher installs its own SIGTERM handler here and leaves it
+            answers = elastic_launch(config, _train)(pickle.dumps(job))
     except ChildFailedError as exc:
         raise GraphoptError(f"distributed recovery failed in a worker process: {exc.get_first_failure()[1]}") \
             from None
