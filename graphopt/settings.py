@@ -1,6 +1,7 @@
 """The settings of an accelerate run: one place for their defaults (the CLI and the API both read them)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from graphopt.bounds import check_range, check_threads
@@ -96,6 +97,11 @@ class AccelerateSettings:
         """The precision the result is served in: `precision`, or fp32 where it was left to `with_goal` and
         nothing resolved it (tools that drive the stages directly)."""
         return self.precision or "fp32"
+
+    def target_ratio(self, original_ms: Callable[[], float]) -> float | None:
+        """The latency goal as a ratio to the original: --target-latency, or --target-ms over the original's
+        median (`original_ms()`, asked only then); None without a latency goal."""
+        return self.target_latency if self.target_ms is None else self.target_ms / original_ms()
 
     def targets(self) -> int:
         return sum(v is not None for v in (self.target_latency, self.target_ms, self.drop, self.blocks))

@@ -28,7 +28,9 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
                                      precision=settings.serving_precision,
                                      calibration=runtime_calibration(settings.runtime, settings.serving_precision,
                                                                      loaded.calibration))
-    found = discover(loaded, settings, clock, quantize, lambda: target_ratio(settings, backend, loaded.original))
+    # Dagger sizes its gates by the target before any table is timed: --target-ms over one measurement then
+    found = discover(loaded, settings, clock, quantize,
+                     lambda: settings.target_ratio(lambda: backend.measure(loaded.original).median_ms))
     int8 = None
     if quantize:
         from graphopt.calibration.quantize.static import quantize_int8
@@ -46,10 +48,3 @@ def prepare(model, example_input, calib, settings: AccelerateSettings, backend: 
                found.droppable, found.channels, planner, found.actions, found.features, given, backend, int8, clock,
                quiet, deadline, found.methods, found.consumers, cluster)
 
-
-def target_ratio(settings: AccelerateSettings, backend: LatencyBackend, original) -> float | None:
-    """The latency target as a ratio of the original's, before any table is timed (Dagger sizes its gates by it):
-    --target-latency as given, --target-ms over one measurement of the original; None without a target."""
-    if settings.target_ms is None:
-        return settings.target_latency
-    return settings.target_ms / backend.measure(original).median_ms

@@ -22,11 +22,6 @@ from graphopt.stages.state import Run, say
 TIMED_SAVINGS_MARGIN = 3.0
 
 
-def target_ratio(settings: AccelerateSettings, table: LatencyTable) -> float | None:
-    """The latency goal as a ratio to the original: --target-latency, or --target-ms over the original's median."""
-    return settings.target_latency if settings.target_ms is None else settings.target_ms / table.base.median_ms
-
-
 def build_table(run: Run, ranking: Ranking) -> tuple[LatencyTable, float | None]:
     """The latency table and the target ratio; TargetUnreachable when every cut at once misses the target."""
     settings, order = run.settings, timing_order(run.actions, ranking)
@@ -35,7 +30,7 @@ def build_table(run: Run, ranking: Ranking) -> tuple[LatencyTable, float | None]
                        f"the cuts a plan would take first")
         table = latency_table(run.backend, run.planner, order, run.quiet, start=run.int8,
                               enough=lambda partial: _enough(settings, partial) or run.search_over())
-        target = target_ratio(settings, table)
+        target = settings.target_ratio(lambda: table.base.median_ms)
         if table.untimed:
             why = "the search's share of the time budget is spent" if run.search_over() else \
                 "they save enough for the target"
@@ -56,7 +51,7 @@ def build_table(run: Run, ranking: Ranking) -> tuple[LatencyTable, float | None]
 
 def _enough(settings: AccelerateSettings, table: LatencyTable) -> bool:
     """Whether the cuts timed so far save enough for the target (never with a number of blocks to drop)."""
-    target = target_ratio(settings, table)
+    target = settings.target_ratio(lambda: table.base.median_ms)
     if target is None or settings.drop is not None or settings.blocks is not None:
         return False
     return sum(max(0.0, saving) for saving in table.savings.values()) >= TIMED_SAVINGS_MARGIN * (table.start - target)
