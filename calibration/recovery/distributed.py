@@ -94,6 +94,9 @@ def _train(payload: bytes) -> dict:
                             job.lr_candidates, job.logits)
         answer = {"checksum": trained_checksum(recovered.model, recovered.student)}
         if rank == 0:
+            from graphopt.verify import check_recovered
+            # the write-back checked against the student that trained (the caller only gets the model back)
+            check_recovered(onnx.load_from_string(job.original), recovered, job.held, job.threads)
             answer.update(model=recovered.model.SerializeToString(), result=recovered.result, lr=recovered.lr,
                           cut=recovered.student.cut)
         return answer
