@@ -27,7 +27,7 @@ def check_range(flag: str, value: float, unit: str, low: float, high: float = ma
         raise GraphoptError(f"{flag} must be a finite {unit} {span} (got {value:g})")
 
 
-def check_threads(threads: int | None) -> None:
-    """--threads: None or 0 leave the runtime its own choice; a negative count is refused."""
+def check_threads(threads: int | None, option: str = "--threads") -> None:
+    """--threads, --work-threads: None or 0 leave the default; a negative count is refused."""
     if threads is not None and threads < 0:
-        raise GraphoptError(f"--threads must be 0 (the runtime's default) or more (got {threads})")
+        raise GraphoptError(f"{option} must be 0 (the default) or more (got {threads})")

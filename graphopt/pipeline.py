@@ -28,6 +28,7 @@ from pathlib import Path
 import onnx
 
 from graphopt.errors import AccuracyFloorMissed, GraphoptError
+from graphopt.machine import usable_cores
 from graphopt.model_io import save_model
 from graphopt.paths import check_outputs
 from graphopt.runtime import LatencyBackend
@@ -78,9 +79,8 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
                   model if isinstance(model, (str, os.PathLike)) else None, calib)
     if engine is not None and settings.runtime != "tensorrt":
         raise GraphoptError("--engine writes a TensorRT engine: it needs --runtime tensorrt")
-    if settings.threads:
-        import torch
-        torch.set_num_threads(settings.threads)
+    import torch
+    torch.set_num_threads(settings.work_threads or usable_cores())  # training wants the machine; timing has its own
     run = prepare(model, example_input, calib, settings, backend, quiet, time.monotonic() + 60 * settings.time_budget)
     outcome, table, ranking, target = int8_alone(run), None, None, settings.target_latency
     if outcome is None:

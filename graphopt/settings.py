@@ -68,7 +68,12 @@ class AccelerateSettings:
     ray: str | None = None
     precision: str | None = None  # fp32, fp16 or int8; None: fp32 with a goal, else see `with_goal`
     batch: int = 1
-    threads: int | None = None  # runtime and torch threads; None or 0: the runtime's default
+    threads: int | None = None  # threads the runtime is timed with (the deployment's); None or 0: its default
+    # threads for the work that is not timing: PyTorch training and scoring, onnxruntime's teacher, agreement and
+    # floor passes. None or 0: every core this process may use. Apart from `threads` because timing wants the
+    # deployment's setting (often 1) while training wants the machine: Lite0 recovery steps take 0.415 s on one
+    # core of this 2-core machine (docs/studies/recovery_speed.md)
+    work_threads: int | None = None
     warmup: int = TimingSettings.warmup
     repeats: int = TimingSettings.repeats
     min_seconds: float = TimingSettings.min_seconds
@@ -156,6 +161,7 @@ def check_settings(settings: AccelerateSettings) -> None:
         if getattr(settings, name) < 1:
             raise GraphoptError(f"--{name.replace('_', '-')} must be at least 1")
     check_threads(settings.threads)
+    check_threads(settings.work_threads, "--work-threads")
     if settings.seed < 0:
         raise GraphoptError(f"--seed must be 0 or more (got {settings.seed})")
     TimingSettings(settings.batch, settings.warmup, settings.repeats, settings.min_seconds,

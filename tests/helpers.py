@@ -24,7 +24,8 @@ def planner_for(path, bases: dict | None = None):
 
 
 # accelerate() keyword arguments that keep an end-to-end run on the tiny ResNet to a second or two
-FAST_ACCELERATE = dict(score_iterations=2, recover_iterations=3, lr=1e-3, threads=1, use_cache=False, quiet=True)
+FAST_ACCELERATE = dict(score_iterations=2, recover_iterations=3, lr=1e-3, threads=1, work_threads=1, use_cache=False,
+                       quiet=True)
 
 
 def run_onnx(model: onnx.ModelProto, x: np.ndarray | torch.Tensor) -> np.ndarray:

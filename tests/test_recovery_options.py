@@ -1,13 +1,15 @@
 """Recovery options that are off by default until they beat the default on Lite0
 (docs/studies/recovery_choices.md): they must still do what they say."""
 import numpy as np
+import pytest
+import torch
 import onnx
 from onnx import numpy_helper
 
 from graphopt.blocks import find_blocks
 from graphopt.calibration.data.dataset import load_calibration
 from graphopt.calibration.recovery.mimic import MimicSettings
-from graphopt.calibration.recovery.recover import recover
+from graphopt.calibration.recovery.recover import epochs, recover
 from graphopt.features import feature_tensors
 from graphopt.methods import Planner
 from graphopt.methods.blocks import block_actions
@@ -47,3 +49,24 @@ def test_logits_recover_without_touching_the_head(tiny):
     head = {n.input[1] for n in recovered.model.graph.node if n.op_type == "Gemm"}
     assert head and not head & changed and changed
     assert recovered.result.error_after <= recovered.result.error_before
+
+
+def test_each_augmented_copy_serves_view_epochs_epochs(tiny):
+    # the teacher runs once per augmented copy; every epoch of a copy is a reshuffle that sees each photo once
+    path, images = tiny
+    train = load_calibration(images, onnx.load(str(path)))
+    passes = []
+
+    def teacher(batch):
+        passes.append(batch)
+        return {"cut": batch, "feature": batch.mean(dim=(2, 3))}
+
+    batches = epochs(teacher, train, "cut", ["feature"], MimicSettings(batch_size=4, view_epochs=3))
+    per_epoch = -(-len(train) // 4)
+    seen = [next(batches)[0] for _ in range(3 * per_epoch * 2)]
+    assert len(passes) == 2
+    for copy, start in ((passes[0], 0), (passes[0], per_epoch), (passes[0], 2 * per_epoch), (passes[1], 3 * per_epoch)):
+        epoch = torch.cat(seen[start:start + per_epoch])
+        assert sorted(float(x) for x in epoch.sum(dim=(1, 2, 3))) == \
+            pytest.approx(sorted(float(x) for x in copy.sum(dim=(1, 2, 3))))
+    assert not torch.equal(passes[0], passes[1])

@@ -23,6 +23,7 @@ from graphopt.calibration.bridge.student import build_student
 from graphopt.calibration.data.dataset import CalibrationSet
 from graphopt.calibration.recovery.mimic import MimicSettings
 from graphopt.errors import GraphoptError
+from graphopt.machine import usable_cores
 from graphopt.signals import handlers_kept
 
 
@@ -87,16 +88,17 @@ def _train(payload: bytes) -> dict:
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         rank, size = dist.get_rank(), dist.get_world_size()
-        torch.set_num_threads(job.threads or max(1, (os.cpu_count() or 1) // size))
+        threads = max(1, (job.threads or usable_cores()) // size)  # the work threads, shared between the processes
+        torch.set_num_threads(threads)
         settings = replace(job.settings, seed=job.settings.seed + rank)  # each process its own augmented batches
         recovered = recover(onnx.load_from_string(job.original), onnx.load_from_string(job.pruned), job.cuts,
-                            job.features, job.train, job.held, settings, job.threads, job.quiet or rank > 0,
+                            job.features, job.train, job.held, settings, threads, job.quiet or rank > 0,
                             job.lr_candidates, job.logits)
         answer = {"checksum": trained_checksum(recovered.model, recovered.student)}
         if rank == 0:
             from graphopt.verify import check_recovered
             # the write-back checked against the student that trained (the caller only gets the model back)
-            check_recovered(onnx.load_from_string(job.original), recovered, job.held, job.threads)
+            check_recovered(onnx.load_from_string(job.original), recovered, job.held, threads)
             answer.update(model=recovered.model.SerializeToString(), result=recovered.result, lr=recovered.lr,
                           cut=recovered.student.cut)
         return answer

@@ -23,6 +23,10 @@ class MimicSettings:
     patience: int = 4
     seed: int = 0
     seconds: float | None = None  # wall-time cap (the run's time budget share); training ends at whichever comes first
+    # epochs each augmented copy of the calibration images serves: the teacher (the student's input and targets)
+    # runs once per copy. Its pass cost 44% of a Lite0 step on top when run every epoch (0.18 s against 0.42 s,
+    # docs/studies/recovery_speed.md); 4 makes it about a tenth
+    view_epochs: int = 4
 
 
 @dataclass

@@ -3,7 +3,8 @@
 The teacher is the original model; the student is the pruned model after where the first cut begins (the part
 before it is unchanged, so the teacher supplies its output). Every weight the features depend on is trained;
 a classifier head after the feature tensor is not, and BatchNorm statistics stay frozen (the student runs in eval
-mode). Each epoch sees a fresh seeded augmentation of the calibration images.
+mode). Every few epochs (`MimicSettings.view_epochs`) bring a fresh seeded augmentation of the calibration
+images.
 """
 from __future__ import annotations
 
@@ -84,11 +85,12 @@ def student_batch(teacher: Teacher, images: torch.Tensor, cut: str, features: li
 
 def epochs(teacher: Teacher, train: CalibrationSet, cut: str, features: list[str],
             settings: MimicSettings) -> Iterator[Batch]:
-    """Minibatches over a freshly augmented copy of the calibration images each epoch."""
+    """Minibatches over freshly augmented copies of the calibration images, each serving `settings.view_epochs`
+    epochs (reshuffled every epoch) before the next copy: the teacher's pass over a copy is paid once."""
     generator = torch.Generator().manual_seed(settings.seed)
     while True:
         images = train.augmented(generator)
         inputs, targets = student_batch(teacher, images, cut, features)
         batches = minibatches(inputs, targets, settings.batch_size, generator)
-        for _ in range(max(1, -(-len(inputs) // settings.batch_size))):
+        for _ in range(settings.view_epochs * max(1, -(-len(inputs) // settings.batch_size))):
             yield next(batches)

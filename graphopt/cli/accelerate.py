@@ -30,7 +30,8 @@ def cmd_accelerate(args: argparse.Namespace) -> int:
         feature_tensor=args.feature_tensor, holdout=args.holdout, seed=args.seed,
         time_budget=args.time_budget, match_logits=args.match_logits, int8_recovery=args.int8_recovery,
         score_iterations=args.score_iterations, recover_iterations=args.recover_iterations, lr=args.lr,
-        batch_size=args.batch_size, recovery_processes=args.recovery_processes, ray=args.ray, importance=args.importance, scoring=args.scoring,
+        batch_size=args.batch_size, recovery_processes=args.recovery_processes, ray=args.ray,
+        work_threads=args.work_threads, importance=args.importance, scoring=args.scoring,
         methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
         preprocess=preprocess, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     settings = with_goal(settings)

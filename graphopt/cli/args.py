@@ -38,8 +38,8 @@ def add_latency_options(parser: argparse.ArgumentParser, expert: Expert) -> None
                             "the engine")
     group.add_argument("--batch", type=int, default=1, help="deployment batch size (fills a dynamic batch)")
     group.add_argument("--threads", type=int, default=None,
-                       help="threads for the runtime (and for training in accelerate); 0 or unset: the runtime's "
-                            "default")
+                       help="threads the runtime is timed with: the deployment's setting; 0 or unset: the "
+                            "runtime's default")
     group.add_argument("--warmup", type=int, default=TimingSettings.warmup,
                        help=expert("untimed runs before timing"))
     group.add_argument("--repeats", type=int, default=TimingSettings.repeats,
@@ -146,6 +146,9 @@ def add_training_options(parser: argparse.ArgumentParser, expert: Expert) -> Non
                                    "fine-tuning the weights through INT8 rounding on the calibration images"))
     train.add_argument("--batch-size", type=int, default=defaults.batch_size,
                        help=expert("images per training step"))
+    train.add_argument("--work-threads", type=int, default=None, metavar="N",
+                       help="threads for training, scoring and the runtime's passes that are not timing; 0 or "
+                            "unset: every core (--threads sets only what is timed)")
     train.add_argument("--recovery-processes", type=int, default=defaults.recovery_processes, metavar="N",
                        help=expert("train recovery in N processes on this machine with torch.distributed (gloo on "
                                    "the CPU, one GPU each with NCCL), each on its own augmented batches: a step sees "

@@ -112,7 +112,7 @@ class BasisMethod(Method):
                 from graphopt.calibration.scoring.fitted_bases import fitted_bases
                 # kept by output energy: on Lite0 that beat Taylor order (docs/studies/basis_lite0.md)
                 found.bases = fitted_bases(found.model, sorted({a.target for a in actions}), found.train.tensors(),
-                                           threads=found.settings.threads, seed=found.settings.seed)
+                                           threads=found.settings.work_threads, seed=found.settings.seed)
             return actions
 
     def label(self, action: Action) -> str:

@@ -54,13 +54,13 @@ def channel_orders(found: Discovery) -> tuple[dict[str, np.ndarray], dict | None
             return orders, None
         from graphopt.calibration.scoring.refit import consumer_statistics
         from graphopt.calibration.scoring.refit_order import refit_order
-        consumers = consumer_statistics(model, channels, train.tensors(), settings.threads, settings.seed)
+        consumers = consumer_statistics(model, channels, train.tensors(), settings.work_threads, settings.seed)
         return refit_order(channels, consumers, orders), consumers
     from graphopt.calibration.scoring.dagger import dagger_order
     share = min(0.95, max(0.3, found.target() or 0.8))  # the target's share of the latency, as FLOPs to keep
     return dagger_order(model, found.shapes, channels, found.features, train, share,
                         DAGGER_SHARE * 60 * settings.time_budget, settings.batch_size, settings.seed,
-                        settings.threads), None
+                        settings.work_threads), None
 
 
 class FiltersMethod(Method):

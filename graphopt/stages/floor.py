@@ -124,9 +124,9 @@ class Losses:
         groups = np.arange(len(self._views)) % len(run.held)
         losses = []
         for model in models:
-            ours = class_scores_of(model, self._views, settings.threads)
+            ours = class_scores_of(model, self._views, settings.work_threads)
             if ours is not None and self._reference is None:
-                self._reference = (class_scores_of(run.original, self._views, settings.threads,
+                self._reference = (class_scores_of(run.original, self._views, settings.work_threads,
                                                    model.graph.output[0].name), None)
             losses.append(None if ours is None else
                           expected_drop(self._reference[0].numpy(), ours.numpy(), groups, settings.seed))
@@ -138,7 +138,7 @@ class Losses:
         first = self._reference is None
         result = evaluate([*([run.original] if first else []), *models], settings.eval_images,
                           labels=settings.eval_labels, classes=settings.eval_classes, preprocess=settings.preprocess,
-                          threads=settings.threads, progress=not run.quiet, keep_scores=True)
+                          threads=settings.work_threads, progress=not run.quiet, keep_scores=True)
         scores = list(result.scores)
         if first:
             self._reference = (scores.pop(0), result.truth)

@@ -69,7 +69,7 @@ def _trial(run: Run, outcome: Outcome, plan: list[Action], target: float | None,
         confirm_target(run.backend, run.original, model, target)
     ratio = last_measurement(final).ratio
     selection = Selection(plan, ratio, outcome.selection.attempts, outcome.selection.size, outcome.selection.ranked)
-    agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
+    agreed = agreement(run.original, model, run.held.tensors(), run.settings.work_threads)
     point = Point(GIVEN_BACK, ratio, estimate, [action.id for action in plan])
     return Returned(point, Outcome(model, selection, outcome.recovered, agreed, final))
 

@@ -70,7 +70,7 @@ def score(run: Run) -> Ranking:
         from graphopt.calibration.scoring.cut_scores import PlanError, score_cuts
         with run.stages("cut scores"):
             ranking.plan_error = PlanError(run.planner, run.consumers() if run.channels else {}, run.features,
-                                           _scoring_images(run, by_kl), settings.threads, logits)
+                                           _scoring_images(run, by_kl), settings.work_threads, logits)
             # largest first: when the budget ends scoring early, the cuts left are those that save least
             cuts = sorted(cuts, key=lambda a: -a.macs_share)
             ranking.cut_scores = score_cuts(ranking.plan_error, cuts, run.quiet, stop=run.scoring_over,
@@ -151,7 +151,7 @@ def _recoverability(original, droppable: list[Block], features, train, held, set
     # error of a tiny set settles within a few dozen steps
     mimic = MimicSettings(settings.score_iterations, settings.batch_size, ADAPTOR_LR, eval_every=10, patience=2,
                           seed=settings.seed, seconds=seconds)
-    scores = score_blocks(original, droppable, features, train.tensors(), held.tensors(), mimic, settings.threads,
+    scores = score_blocks(original, droppable, features, train.tensors(), held.tensors(), mimic, settings.work_threads,
                           quiet)
     result = {block: score.to_dict() for block, score in scores.items()}
     cache.put(key, result)

@@ -43,7 +43,7 @@ def int8_alone(run: Run) -> Outcome | None:
     attempts = [Attempt([], check.final.ratio, m.ratio, m.noise, m.noisy, stage="final") for m in check.measurements]
     with run.stages("verify"):
         check_valid(run.int8)
-        agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.threads)
+        agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.work_threads)
     return Outcome(run.int8, Selection([], check.final.ratio, attempts), None, agreed, check)
 
 
@@ -69,11 +69,11 @@ def _recover_until_met(run: Run, table, selection: Selection, target: float | No
             recovered = _recover(run, selection.actions, previous)
             previous = recovered.model
         with run.stages("verify"):
-            check_recovered(run.original, recovered, run.held.tensors(), run.settings.threads)
+            check_recovered(run.original, recovered, run.held.tensors(), run.settings.work_threads)
         model, int8_recovery = run.deliverable(recovered.model)
         with run.stages("verify"):
             check_valid(model)
-            agreed = agreement(run.original, model, run.held.tensors(), run.settings.threads)
+            agreed = agreement(run.original, model, run.held.tensors(), run.settings.work_threads)
         with run.stages("final latency"):
             if target is None:
                 return Outcome(model, selection, recovered, agreed, run.backend.compare(run.original, model),
@@ -119,7 +119,7 @@ def _recover(run: Run, plan: list[Action], warm: onnx.ModelProto | None = None):
     mimic_settings = MimicSettings(settings.recover_iterations, settings.batch_size,
                                    settings.lr or LR_CANDIDATES[0], seed=settings.seed, seconds=seconds)
     arguments = (run.original, pruned, run.planner.cuts(plan), run.features, run.train, run.held.tensors(),
-                 mimic_settings, settings.threads, run.quiet, probes,
+                 mimic_settings, settings.work_threads, run.quiet, probes,
                  class_scores(run.original, run.features) if settings.match_logits else None)
     if processes > 1:
         from graphopt.calibration.recovery.distributed import recover_in_processes

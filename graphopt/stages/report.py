@@ -141,7 +141,7 @@ def _rows(run: Run, table, outcome: Outcome, latency: Comparison) -> list[dict]:
     rows = [{"model": "original", "ratio": 1.0, "ms": latency.base.median_ms, "agreement_top1": 1.0}]
     if run.int8 is not None and outcome.model is not run.int8:  # quantize_static's rounding alone, for comparison
         with run.stages("verify"):
-            agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.threads)
+            agreed = agreement(run.original, run.int8, run.held.tensors(), run.settings.work_threads)
         rows.append({"model": "int8 alone", "ratio": table.start, "agreement_top1": agreed,
                      "measured": "in the latency table run"})
     rows.append({"model": "graphopt", "ratio": latency.ratio, "ms": latency.other.median_ms,

@@ -63,7 +63,7 @@ class Run:
         if self.consumer_stats is None:
             from graphopt.calibration.scoring.refit import consumer_statistics
             self.consumer_stats = consumer_statistics(self.original, self.channels, self.train.tensors(),
-                                                      self.settings.threads, self.settings.seed)
+                                                      self.settings.work_threads, self.settings.seed)
         return self.consumer_stats
 
     def apply(self, plan: list[Action], weights_from: onnx.ModelProto | None = None) -> onnx.ModelProto:
@@ -122,7 +122,7 @@ class Run:
         say(self.quiet, f"INT8 recovery for up to {seconds:.0f} s")
         mimic = MimicSettings(settings.recover_iterations, settings.batch_size, seed=settings.seed, seconds=seconds)
         return recover_int8(self.original, model, self.features, class_scores(self.original, self.features),
-                            self.train, self.held.tensors(), mimic, settings.threads, self.quiet)
+                            self.train, self.held.tensors(), mimic, settings.work_threads, self.quiet)
 
 
 @dataclass
