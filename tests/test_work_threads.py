@@ -1,6 +1,5 @@
 """--threads is what the runtime is timed with (the deployment's setting); --work-threads is what training and the
 runtime's non-timing passes use, by default every core: recovery on one core of two is half the speed it could be."""
-import json
 
 import torch
 

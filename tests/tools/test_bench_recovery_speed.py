@@ -32,10 +32,11 @@ def test_the_report_shows_each_model_against_native_and_floor():
            "trainable_parameters": 1000, "graphopt_step_s": 0.4, "native_step_s": 0.5, "forward_macs": 5e9,
            "matmul_macs_per_s": 5e10, "floor_step_s": 0.3,
            "overheads_per_step_s": {"augmentation": 0.01, "teacher": 0.2, "held-out evaluation": 0.02,
-                                    "train_images": 80, "held_images": 20},
+                                    "view_epochs": 4, "train_images": 80, "held_images": 20},
            "profile": [{"op": "aten::convolution_backward", "share": 0.6, "calls_per_step": 28, "ms_per_step": 240}]}
     text = rs.markdown({"command": "python -m tools.bench.recovery_speed", "machine": {"cpu": "X"},
                         "versions": {"torch": "2"}, "settings": {"steps": 5, "threads": 1, "note": "quiet"},
                         "models": [row]})
     assert "| 0.400 (2.50) | 0.500 | 0.300 | 0.80x | 1.3x |" in text
-    assert "teacher pass 0.200 s" in text and "`aten::convolution_backward` | 60.0%" in text
+    assert "teacher pass 0.200 s" in text and "A step with what surrounds it: 0.630 s" in text
+    assert "1,000 steps take 10.5 minutes" in text and "`aten::convolution_backward` | 60.0%" in text

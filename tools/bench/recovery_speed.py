@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from graphopt.blocks import find_blocks
-from graphopt.calibration.recovery.mimic import feature_error
+from graphopt.calibration.recovery.mimic import MimicSettings, feature_error
 from graphopt.calibration.bridge.student import Student, build_student
 from graphopt.calibration.bridge.teacher import Teacher
 from graphopt.features import feature_tensors
@@ -134,8 +134,9 @@ def native_student(name: str, dropped: list[str]):
 # --------------------------------------------------------------------------- one model
 
 def overheads(name: str, model, student: Student, features: list[str], data, threads: int) -> dict:
-    """Per-step seconds of what surrounds a step in recovery: each epoch's augmentation and teacher pass over the
-    80 training images (5 steps of 16), and the held-out evaluation of 20 images every 20 steps."""
+    """Per-step seconds of what surrounds a step in recovery: each augmented copy's augmentation and teacher pass
+    over the 80 training images (5 steps of 16 an epoch, `view_epochs` epochs a copy), and the held-out evaluation
+    of 20 images every 20 steps."""
     from graphopt.calibration.data.dataset import load_calibration
     from tools.effnet_lite import SIZES
     if data is None:
@@ -153,8 +154,9 @@ def overheads(name: str, model, student: Student, features: list[str], data, thr
     start = time.perf_counter()
     with torch.no_grad():
         student.forward(values[student.cut])
-    steps_per_epoch = -(-len(train) // BATCH)
-    return {"augmentation": augment / steps_per_epoch, "teacher": teaching / steps_per_epoch,
+    steps_per_copy = -(-len(train) // BATCH) * MimicSettings.view_epochs
+    return {"augmentation": augment / steps_per_copy, "teacher": teaching / steps_per_copy,
+            "view_epochs": MimicSettings.view_epochs,
             "held-out evaluation": (time.perf_counter() - start) / 20, "train_images": len(train),
             "held_images": len(held)}
 
@@ -209,9 +211,12 @@ def markdown(results: dict) -> str:
                   f"Student forward: {r['forward_macs'] / 1e9:.2f} G multiply-adds per batch of {BATCH}; matrix "
                   f"product rate {r['matmul_macs_per_s'] / 1e9:.1f} G multiply-adds/s.", ""]
         if over:
+            whole = r["graphopt_step_s"] + over["augmentation"] + over["teacher"] + over["held-out evaluation"]
             lines += [f"Around each step (per step, {over['train_images']} training and {over['held_images']} "
-                      f"held-out images): augmentation {over['augmentation']:.3f} s, teacher pass "
-                      f"{over['teacher']:.3f} s, held-out evaluation {over['held-out evaluation']:.3f} s.", ""]
+                      f"held-out images, each augmented copy serving {over['view_epochs']} epochs): augmentation "
+                      f"{over['augmentation']:.3f} s, teacher pass {over['teacher']:.3f} s, held-out evaluation "
+                      f"{over['held-out evaluation']:.3f} s. A step with what surrounds it: {whole:.3f} s, so 1,000 "
+                      f"steps take {1000 * whole / 60:.1f} minutes.", ""]
         lines += ["| operator (profile of the graphopt step) | share | calls/step | ms/step |", "|---|---|---|---|"]
         lines += [f"| `{p['op']}` | {100 * p['share']:.1f}% | {p['calls_per_step']:.0f} | {p['ms_per_step']:.1f} |"
                   for p in r["profile"]]
