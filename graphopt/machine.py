@@ -26,7 +26,7 @@ def usable_cores() -> int:
 
 
 def machine() -> dict:
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "usable_cores": usable_cores(), "platform": platform.platform(),
             "python": platform.python_version()}
 
 
