@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--eval-limit", type=int, default=None, metavar="N", help="score the first N photos (smoke runs)")
+    p.add_argument("--note", default="", help="what else ran on the machine (printed as given)")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "studies" / "recovery_length.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                  "held_error_after": None, "quality": quality(int8)})
     results = {"command": shlex.join([*COMMAND.split(), *(sys.argv[1:] if argv is None else argv)]),
                "machine": machine(args.threads), "settings": {k: str(v) for k, v in vars(args).items()},
-               "original": quality(original), "rows": rows}
+               "original": quality(original), "rows": rows, "note": args.note}
     write_study(args.out, markdown(results), results)
     return 0
 
@@ -137,6 +138,7 @@ def markdown(results: dict) -> str:
              f"on {env['cpu']}, torch on {results['settings']['threads']} thread(s), batch 16, learning rate "
              f"{results['settings']['lr']}.", "",
              __doc__.split("\n\n")[0].replace("\n", " "), "",
+             *(f"**{key.capitalize()}:** {results[key]}\n" for key in ("note", "relabelled") if results.get(key)),
              f"Original: top-1 {_pct(results['original'], 'top1')}.", "",
              "| recovery | blocks dropped | steps (why it ended) | seconds | held-out feature error (before → after) "
              "| top-1 % (95%) | agreement % (95%) |", "|---|---|---|---|---|---|---|"]
