@@ -86,7 +86,7 @@ def accelerate(model, calib: str | os.PathLike, output: str | os.PathLike | None
     if outcome is None:
         ranking = score(run)
         table, target = build_table(run, ranking)
-        ranking, outcome = cut_and_recover(run, table, target, ranking)
+        ranking, outcome, table = cut_and_recover(run, table, target, ranking)
     try:
         quality, frontier, outcome = check_floor(run, outcome, table.start if table is not None else None,
                                                  ranking.errors if ranking is not None else None, target)

@@ -44,9 +44,15 @@ def build_table(run: Run, ranking: Ranking) -> tuple[LatencyTable, float | None]
             if not table.untimed:
                 raise
             say(run.quiet, "the cuts timed cannot reach the target together: timing the rest")
-            table = latency_table(run.backend, run.planner, order, run.quiet, start=run.int8)
+            table = complete_table(run, ranking)
             check_reachable(run.backend, run.planner, order, target)
     return table, target
+
+
+def complete_table(run: Run, ranking: Ranking) -> LatencyTable:
+    """Every cut timed, for when the cuts timed so far cannot reach the target (inside the caller's "latency
+    table" stage)."""
+    return latency_table(run.backend, run.planner, timing_order(run.actions, ranking), run.quiet, start=run.int8)
 
 
 def _enough(settings: AccelerateSettings, table: LatencyTable) -> bool:
