@@ -26,7 +26,7 @@ from tests.fake_latency import SimulatedBackend
 from tests.helpers import assert_close, run_onnx
 
 FAST = ["--score-iterations", "3", "--recover-iterations", "6", "--repeats", "3", "--warmup", "1", "--min-seconds",
-        "0", "--max-timing-seconds", "0", "--threads", "1", "--quiet"]
+        "0", "--max-timing-seconds", "0", "--threads", "1", "--work-threads", "1", "--quiet"]
 
 
 def _digest(path):

@@ -19,7 +19,7 @@ from graphopt.cli import main
 from graphopt.errors import GraphoptError
 
 FAST = ["--score-iterations", "2", "--recover-iterations", "2", "--repeats", "2", "--warmup", "1", "--min-seconds",
-        "0", "--max-timing-seconds", "0", "--threads", "1", "--quiet"]
+        "0", "--max-timing-seconds", "0", "--threads", "1", "--work-threads", "1", "--quiet"]
 
 
 def _snapshot(*folders: Path) -> dict[str, str]:

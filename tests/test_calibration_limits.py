@@ -200,7 +200,7 @@ def test_ids_out_of_range_are_one_error_line_and_nothing_written(bag, tmp_path, 
     folder = _ids(tmp_path / "ids", {3: 1000, 7: -60})
     before = sorted(tmp_path.rglob("*"))
     argv = ["accelerate", str(bag), "--calib", str(folder), "-o", str(tmp_path / "out.onnx"), "--target-latency",
-            "0.9", "--methods", "filters", "--no-cache", "--threads", "1", "--quiet"]
+            "0.9", "--methods", "filters", "--no-cache", "--threads", "1", "--work-threads", "1", "--quiet"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("graphopt: error: ")]

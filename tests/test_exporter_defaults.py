@@ -103,6 +103,7 @@ def test_accelerate_torchscript_default_opset(tmp_path: Path, capsys: pytest.Cap
     images = zoo.write_images(tmp_path / "images", 12)
     code = main(["accelerate", str(path), "--calib", str(images), "-o", str(tmp_path / "fast.onnx"), "--drop", "1",
                  "--no-cache", "--score-iterations", "2", "--recover-iterations", "2", "--repeats", "2",
-                 "--warmup", "1", "--min-seconds", "0", "--max-timing-seconds", "0", "--threads", "1", "--quiet"])
+                 "--warmup", "1", "--min-seconds", "0", "--max-timing-seconds", "0", "--threads", "1",
+                 "--work-threads", "1", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert onnx.load(str(tmp_path / "fast.onnx")).graph.node

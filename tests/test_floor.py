@@ -96,7 +96,7 @@ def test_the_first_command_a_user_types_works(tiny, tmp_path, capsys):
     model = tmp_path / "tiny.onnx"
     model.write_bytes(tiny[0].read_bytes())
     fast = ["--no-cache", "--repeats", "3", "--warmup", "1", "--min-seconds", "0", "--max-timing-seconds", "0",
-            "--threads", "1"]
+            "--threads", "1", "--work-threads", "1"]
     code = main(["accelerate", str(model), "--calib", str(tiny[1]), *fast])
     out, err = capsys.readouterr()
     written = tmp_path / "tiny.graphopt-int8.onnx"

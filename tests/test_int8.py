@@ -112,7 +112,7 @@ def test_cli_int8_output_runs_in_onnxruntime(tiny, tmp_path):
     code = main(["accelerate", str(path), "--calib", str(images), "-o", str(out), "--precision", "int8",
                  "--drop", "1", "--report", str(report_path), "--no-cache", "--score-iterations", "3",
                  "--recover-iterations", "4", "--repeats", "3", "--warmup", "1", "--min-seconds", "0",
-                 "--max-timing-seconds", "0", "--threads", "1", "--quiet"])
+                 "--max-timing-seconds", "0", "--threads", "1", "--work-threads", "1", "--quiet"])
     assert code == 0 and hashlib.sha256(path.read_bytes()).hexdigest() == before
     written = onnx.load(str(out))
     onnx.checker.check_model(written, full_check=True)

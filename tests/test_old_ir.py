@@ -62,7 +62,8 @@ def test_accelerate_output_passes_the_full_check(old_model, tmp_path, capsys):
     images = zoo.write_images(tmp_path / "images", 12, size=72)
     out = tmp_path / "fast.onnx"
     code = main(["accelerate", str(old_model), "--calib", str(images), "-o", str(out), "--drop", "1",
-                 "--recover-iterations", "3", "--score-iterations", "3", "--threads", "1", "--no-cache", "--quiet",
+                 "--recover-iterations", "3", "--score-iterations", "3", "--threads", "1", "--work-threads", "1",
+                 "--no-cache", "--quiet",
                  "--repeats", "3", "--warmup", "1", "--min-seconds", "0", "--max-timing-seconds", "0"])
     assert code == 0, capsys.readouterr().err
     _assert_old_style(onnx.load(str(out)))
