@@ -32,3 +32,12 @@ def test_the_table_shows_steps_with_why_they_ended_and_the_int8_row():
                         "settings": {"threads": "1", "lr": "0.0001"}})
     assert "| _blocks.4 | 812 (time) | 600.2 | 0.3400 → 0.3200 | 80.0 (78.0–82.0) |" in text
     assert "| onnxruntime quantize_static alone (no block dropped) | — | 0 | 7.0 | — |" in text
+
+
+def test_the_rates_table_shows_each_rate_with_its_best_held_out_error():
+    from tools.bench import recovery_rates
+    rows = [{"lr": 1e-4, "steps": 60, "seconds": 90.0, "held_error_before": 0.21, "held_error_after": 0.21},
+            {"lr": 1e-5, "steps": 60, "seconds": 91.0, "held_error_before": 0.21, "held_error_after": 0.2}]
+    text = recovery_rates.markdown({"command": "c", "machine": {"generated": "now", "commit": "abc", "cpu": "X"},
+                                    "model": "lite2", "blocks": ["_blocks.3"], "rows": rows})
+    assert "| 0.0001 | 60 | 90.0 | 0.2100 | 0.2100 |" in text and "| 1e-05 | 60 | 91.0 | 0.2100 | 0.2000 |" in text
