@@ -16,6 +16,7 @@ same threads; depthwise convolutions are bound by memory, not arithmetic, so no 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -213,7 +214,8 @@ def markdown(results: dict) -> str:
         if over:
             whole = r["graphopt_step_s"] + over["augmentation"] + over["teacher"] + over["held-out evaluation"]
             lines += [f"Around each step (per step, {over['train_images']} training and {over['held_images']} "
-                      f"held-out images, each augmented copy serving {over['view_epochs']} epochs): augmentation "
+                      f"held-out images, each augmented copy serving {over['view_epochs']} "
+                      f"epoch{'s' if over['view_epochs'] != 1 else ''}): augmentation "
                       f"{over['augmentation']:.3f} s, teacher pass {over['teacher']:.3f} s, held-out evaluation "
                       f"{over['held-out evaluation']:.3f} s. A step with what surrounds it: {whole:.3f} s, so 1,000 "
                       f"steps take {1000 * whole / 60:.1f} minutes.", ""]
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs/studies/recovery_speed.md"))
     args = p.parse_args(argv)
     data = args.data if args.data.is_dir() else None
-    results = {"command": " ".join([COMMAND, *(sys.argv[1:] if argv is None else argv)]), "machine": machine(), "versions": versions(),
+    results = {"command": shlex.join([*COMMAND.split(), *(sys.argv[1:] if argv is None else argv)]),
+               "machine": machine(), "versions": versions(),
                "settings": {"steps": args.steps, "threads": args.threads, "note": args.note},
                "models": [measure(name, args.steps, args.threads, data) for name in args.models]}
     write_study(args.out, markdown(results), results)
