@@ -58,4 +58,3 @@ class Cluster:
 
     def describe(self) -> dict:
         return {"engine": f"ray {self.ray.__version__}", "cpus": self.cpus, "timing_nodes": self.timing_slots}
-

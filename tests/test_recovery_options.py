@@ -1,9 +1,9 @@
 """Recovery options that are off by default until they beat the default on Lite0
 (docs/studies/recovery_choices.md): they must still do what they say."""
 import numpy as np
+import onnx
 import pytest
 import torch
-import onnx
 from onnx import numpy_helper
 
 from graphopt.blocks import find_blocks

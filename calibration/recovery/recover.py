@@ -3,8 +3,8 @@
 The teacher is the original model; the student is the pruned model after where the first cut begins (the part
 before it is unchanged, so the teacher supplies its output). Every weight the features depend on is trained;
 a classifier head after the feature tensor is not, and BatchNorm statistics stay frozen (the student runs in eval
-mode). Every few epochs (`MimicSettings.view_epochs`) bring a fresh seeded augmentation of the calibration
-images.
+mode). Each epoch (or each `MimicSettings.view_epochs` epochs) sees a fresh seeded augmentation of the
+calibration images.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from graphopt.model_io import load_model
 from graphopt.passes import drop_blocks
 from graphopt.shapes import infer_shapes
 from tools.bench.common import cache_dir, run_cli, write_study
-from tools.bench.imagenet import DATA, REPO, calib_folder, eval_set, export, labelled_quality
+from tools.bench.imagenet import DATA, REPO, EvalSet, calib_folder, eval_set, export, labelled_quality
 from tools.bench.ort_int8 import folder_images, quantize_static_baseline
 from tools.effnet_lite import SIZES, input_spec
 from tools.make_results import machine
@@ -61,6 +61,28 @@ def recovered(original, train, held, blocks: list[str], settings: MimicSettings 
             "held_error_after": result.result.error_after}
 
 
+def add_drop_arguments(p: argparse.ArgumentParser, model: str) -> None:
+    """What the recovery studies share: the model, the blocks to drop, and how training runs."""
+    p.add_argument("--model", default=model, choices=sorted(SIZES))
+    p.add_argument("--blocks", default=CHOSEN, help="blocks to drop, comma-separated")
+    p.add_argument("--blocks-from", type=Path, default=None, metavar="REPORT",
+                   help="drop the blocks a graphopt --report dropped")
+    p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads for training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", type=Path, default=DATA)
+
+
+def drop_setup(args: argparse.Namespace, evaluation: EvalSet) -> tuple:
+    """(the exported model, its input spec, the 100 calibration photos split into training and held-out, the
+    blocks to drop), with torch on --threads."""
+    torch.set_num_threads(args.threads)
+    original = load_model(export(args.model, evaluation))
+    spec = input_spec(SIZES[args.model])
+    train, held = load_calibration(calib_folder(args.data, 100), original, norm=spec["preset"],
+                                   resize=spec["resize"]).split(0.2, seed=args.seed)
+    return original, spec, train, held, blocks_to_drop(args)
+
+
 def blocks_to_drop(args: argparse.Namespace) -> list[str]:
     """--blocks-from a graphopt report (its dropped blocks), else --blocks."""
     if args.blocks_from is None:
@@ -78,29 +100,17 @@ def int8_alone(original, calib: Path, spec: dict):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="lite0", choices=sorted(SIZES))
-    p.add_argument("--blocks", default=CHOSEN, help="blocks to drop, comma-separated")
-    p.add_argument("--blocks-from", type=Path, default=None, metavar="REPORT",
-                   help="drop the blocks a graphopt --report dropped")
+    add_drop_arguments(p, "lite0")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--budget", type=float, default=600.0, metavar="SECONDS", help="recovery's wall-time cap")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam rate (accelerate's probes pick 1e-4 on Lite0)")
-    p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads for training")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--eval-limit", type=int, default=None, metavar="N", help="score the first N photos (smoke runs)")
     p.add_argument("--note", default="", help="what else ran on the machine (printed as given)")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "studies" / "recovery_length.md")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     evaluation = eval_set(args.data, args.eval_limit, cache_dir("imagenet"))
-    original = load_model(export(args.model, evaluation))
-    spec = input_spec(SIZES[args.model])
+    original, spec, train, held, chosen = drop_setup(args, evaluation)
     quality = labelled_quality(original, evaluation, {"norm": spec["preset"], "resize": spec["resize"]})
-    calib = calib_folder(args.data, 100)
-    train, held = load_calibration(calib, original, norm=spec["preset"], resize=spec["resize"]).split(0.2,
-                                                                                                       seed=args.seed)
-    chosen = blocks_to_drop(args)
     droppable = [b.id for b in find_blocks(original, infer_shapes(original)) if b.droppable]
     randomly = sorted(random.Random(args.seed).sample(droppable, len(chosen)))
     long = MimicSettings(args.steps, 16, args.lr, seed=args.seed, patience=10 ** 6, seconds=args.budget)
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{label}: {row['steps']} steps, {row['seconds']} s, top-1 {row['quality']['top1']:.4f}", flush=True)
     start = time.perf_counter()
-    int8 = int8_alone(original, calib, spec)
+    int8 = int8_alone(original, calib_folder(args.data, 100), spec)
     rows.append({"recovery": "onnxruntime quantize_static alone (no block dropped)", "blocks": [], "steps": 0,
                  "seconds": round(time.perf_counter() - start, 1), "stopped": None, "held_error_before": None,
                  "held_error_after": None, "quality": quality(int8)})

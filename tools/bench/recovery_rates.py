@@ -15,15 +15,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from graphopt.calibration.data.dataset import load_calibration
 from graphopt.calibration.recovery.mimic import MimicSettings
-from graphopt.model_io import load_model
 from tools.bench.common import cache_dir, run_cli, write_study
-from tools.bench.imagenet import DATA, REPO, calib_folder, eval_set, export
-from tools.bench.recovery_length import CHOSEN, blocks_to_drop, recovered
-from tools.effnet_lite import SIZES, input_spec
+from tools.bench.imagenet import REPO, eval_set
+from tools.bench.recovery_length import add_drop_arguments, drop_setup, recovered
 from tools.make_results import machine
 
 COMMAND = "python -m tools.bench.recovery_rates"
@@ -31,23 +26,12 @@ COMMAND = "python -m tools.bench.recovery_rates"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="lite2", choices=sorted(SIZES))
-    p.add_argument("--blocks", default=CHOSEN, help="blocks to drop, comma-separated")
-    p.add_argument("--blocks-from", type=Path, default=None, metavar="REPORT",
-                   help="drop the blocks a graphopt --report dropped")
+    add_drop_arguments(p, "lite2")
     p.add_argument("--rates", type=float, nargs="+", default=[1e-4, 3e-5, 1e-5])
     p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads for training")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--out", type=Path, default=REPO / "docs" / "studies" / "recovery_rates.md")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    original = load_model(export(args.model, eval_set(args.data, None, cache_dir("imagenet"))))
-    spec = input_spec(SIZES[args.model])
-    train, held = load_calibration(calib_folder(args.data, 100), original, norm=spec["preset"],
-                                   resize=spec["resize"]).split(0.2, seed=args.seed)
-    blocks = blocks_to_drop(args)
+    original, _, train, held, blocks = drop_setup(args, eval_set(args.data, None, cache_dir("imagenet")))
     base = MimicSettings(args.steps, 16, seed=args.seed, patience=10 ** 6)
     rows = []
     for rate in args.rates:
